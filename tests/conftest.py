@@ -1,0 +1,71 @@
+"""Shared test fixtures: the conformance vectors in ../shared/conformance, read in place."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFORMANCE = REPO.parent / "shared" / "conformance"
+
+
+@dataclass
+class ConformanceSet:
+    """One folder of conformance vectors: manifest, rebuilt weights, inputs and expected outputs."""
+
+    name: str
+    manifest: dict
+    weights: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray]
+
+    def state_dict(self):
+        import torch
+
+        return {key: torch.from_numpy(array) for key, array in self.weights.items()}
+
+
+def _make_weights_module():
+    spec = importlib.util.spec_from_file_location("conformance_make_weights", CONFORMANCE / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_conformance(name: str) -> ConformanceSet:
+    if not (CONFORMANCE / name / "manifest.json").is_file():
+        pytest.skip(f"conformance vectors not found at {CONFORMANCE / name} (../shared is absent)")
+    folder = CONFORMANCE / name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    weights = _make_weights_module().make_weights(manifest) if "state_dict" in manifest else {}
+    with np.load(folder / "inputs.npz") as inputs, np.load(folder / "expected.npz") as expected:
+        return ConformanceSet(name, manifest, weights, dict(inputs), dict(expected))
+
+
+def assert_close_f64(ours, reference, rtol: float = 1e-4, atol: float = 1e-4) -> float:
+    """The conformance README's float32 check: |ours - X_f64| <= 1e-4 + 1e-4*|X_f64|; returns max abs error."""
+    ours = np.asarray(ours, dtype=np.float64)
+    assert ours.shape == reference.shape, f"shape {ours.shape} != reference {reference.shape}"
+    error = np.abs(ours - reference)
+    bound = atol + rtol * np.abs(reference)
+    worst = float(error.max())
+    assert np.all(error <= bound), f"max abs error {worst:.3g} exceeds 1e-4 + 1e-4*|ref|"
+    return worst
+
+
+@pytest.fixture(scope="session")
+def conformance():
+    """Returns the loader so each test picks its set; cached per name for the session."""
+    cache: dict[str, ConformanceSet] = {}
+
+    def get(name: str) -> ConformanceSet:
+        if name not in cache:
+            cache[name] = load_conformance(name)
+        return cache[name]
+
+    return get
