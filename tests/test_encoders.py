@@ -212,8 +212,8 @@ def test_onnx_export_matches_onnxruntime(tmp_path, cls, config, size):
     path = tmp_path / "encoder.onnx"
     # Dynamic batch, fixed spatial size: the resize is a static Resize-nearest / AveragePool node.
     torch.onnx.export(model, (torch.randn(2, 4, size, size),), str(path), input_names=["rgbm"],
-                      output_names=["latent"], opset_version=18,
-                      dynamic_shapes={"rgbm": {0: torch.export.Dim("batch")}}, dynamo=True)
+                      output_names=["latent"], opset_version=17,
+                      dynamic_axes={"rgbm": {0: "batch"}, "latent": {0: "batch"}}, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         rgbm = torch.randn(batch, 4, size, size)

@@ -117,7 +117,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     model = small_generator()
     path = tmp_path / "progan.onnx"
     torch.onnx.export(model, (torch.randn(2, 64),), str(path), input_names=["z"], output_names=["image"],
-                      opset_version=18, dynamic_shapes={"z": {0: torch.export.Dim("batch")}}, dynamo=True)
+                      opset_version=17, dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}}, dynamo=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 5):
         z = torch.randn(batch, 64)

@@ -167,7 +167,8 @@ def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     That rule is exactly adaptive_avg_pool2d. Integer factors take exact, export-friendly shortcuts:
     identity, nearest repetition (each output cell covers one input cell) or plain average pooling.
     """
-    height, width = x.shape[-2:]
+    # plain ints: the graph is exported for one input size, so the pooling window must be a constant
+    height, width = int(x.shape[-2]), int(x.shape[-1])
     if height == size and width == size:
         return x
     if size % height == 0 and size % width == 0:
