@@ -58,7 +58,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # Subpackages whose `cli.register(commands)` adds further commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("latcomp.training.cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "latcomp.training.cli",
+    "latcomp.export.cli",
+    "latcomp.export.tensorrt_build",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,7 +48,7 @@ def load_conformance(name: str) -> ConformanceSet:
 
 
 def assert_close_f64(ours, reference, rtol: float = 1e-4, atol: float = 1e-4) -> float:
-    """The conformance README's float32 check: |ours - X_f64| <= 1e-4 + 1e-4*|X_f64|; returns max abs error."""
+    """The conformance README float32 check |ours - X_f64| <= 1e-4 + 1e-4*|X_f64|; returns max abs error."""
     ours = np.asarray(ours, dtype=np.float64)
     assert ours.shape == reference.shape, f"shape {ours.shape} != reference {reference.shape}"
     error = np.abs(ours - reference)

@@ -1,0 +1,17 @@
+"""Export (needs torch and onnx): fuse a generator and a regressor, write ONNX graphs (fp32, fp16) with shared
+weights, check their parity against the torch modules and write the bundle (see docs/BUNDLE.md).
+
+The package itself imports nothing heavy, so command registration (`latcomp.export.cli`) stays instant;
+`export_bundle`, `write_manifest` and `ParityError` are loaded on first access.
+"""
+
+from importlib import import_module
+
+_LAZY = {"export_bundle": ".bundle", "write_manifest": ".bundle", "ParityError": ".parity"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name], __name__), name)

@@ -1,0 +1,81 @@
+"""`latcomp export`: a generator + regressor pair of checkpoints -> a bundle directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# as in latcomp.nets.checkpoint, repeated so that registering the command imports no torch
+GENERATOR_ARCHS = ("stylegan2", "progan")
+REGRESSOR_ARCHS = ("progan-encoder", "stylegan-encoder")
+
+
+def _load_pair(args: argparse.Namespace):
+    from ..nets import load
+
+    generator = load(args.generator, arch=args.arch_generator)
+    regressor = load(args.regressor, arch=args.arch_regressor)
+    if regressor.arch == "progan-encoder":
+        # its stem depends on the generator resolution it was trained for, which the weights cannot tell
+        wanted = args.resolution or generator.resolution
+        if regressor.resolution != wanted:
+            regressor = load(args.regressor, arch="progan-encoder", resolution=wanted)
+    return generator, regressor
+
+
+def _summary(path: Path, manifest: dict) -> str:
+    total = sum(entry["bytes"] for entry in manifest["files"].values())
+    lines = [f"wrote {path} ({manifest['name']} {manifest['version']}, {total / 1e6:.1f} MB): "
+             + ", ".join(sorted(manifest["files"]))]
+    for graph, metrics in manifest["parity"].items():
+        shown = [f"{key}={value}" for key, value in metrics.items() if key not in ("batch", "passed")]
+        lines.append(f"  parity {graph}: " + " ".join(shown))
+    return "\n".join(lines)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..nets import CheckpointError
+    from .bundle import export_bundle
+    from .parity import ParityError
+
+    try:
+        generator, regressor = _load_pair(args)
+        training = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
+        path = export_bundle(
+            generator, regressor, args.out, name=args.name or Path(args.out).name,
+            version=args.bundle_version, max_batch=args.max_batch, fp16=not args.no_fp16,
+            overwrite=args.overwrite, provenance={"training": training},
+        )
+    except (CheckpointError, ParityError, FileExistsError, ValueError, OSError) as error:
+        print(f"latcomp export: {error}", file=sys.stderr)
+        return 2
+    print(_summary(path, json.loads((path / "latcomp.json").read_text())))
+    return 0
+
+
+def register(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a generator + regressor pair as a bundle (ONNX graphs, parity report, manifest)",
+        description="Fuse a regressor and a generator into one ONNX graph (uint8 image + mask + realism -> "
+        "uint8 image + latent), export the generator and sampler graphs beside it and an FP16 composer, "
+        "check every graph against the torch modules, and write the bundle directory with its manifest "
+        "(latcomp.json: sha256 of every file, parity, provenance). Nothing is written if parity fails.",
+    )
+    export.add_argument("--generator", required=True, help="generator checkpoint (.pt/.pth/.safetensors)")
+    export.add_argument("--regressor", required=True, help="regressor (encoder) checkpoint")
+    export.add_argument("--out", required=True, help="bundle directory to create")
+    export.add_argument("--name", help="bundle name (default: the directory name)")
+    export.add_argument("--bundle-version", default="1", help="version recorded in the manifest (default: 1)")
+    export.add_argument("--max-batch", type=int, default=16, help="engines' batch limit (default: 16)")
+    export.add_argument("--no-fp16", action="store_true", help="skip the FP16 composer graph")
+    export.add_argument("--arch-generator", choices=GENERATOR_ARCHS, help="default: detected from the keys")
+    export.add_argument("--arch-regressor", choices=REGRESSOR_ARCHS, help="default: detected from the keys")
+    export.add_argument("--resolution", type=int,
+                        help="generator resolution a ProGAN encoder was trained for "
+                        "(default: the generator's)")
+    export.add_argument("--metrics", help="JSON file of training metrics to record in the provenance")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    export.set_defaults(run=cmd_export)
