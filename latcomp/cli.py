@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
+from .archs import ARCHS
 
 
 def _print_info(info: dict, as_json: bool) -> None:
@@ -40,19 +41,45 @@ def _example_checkpoint(directory: Path) -> Path:
     return path
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from .nets import CheckpointError, describe, load
+def _info_checkpoint(args: argparse.Namespace) -> dict:
+    from .nets import describe, load
 
     overrides = {"resolution": args.resolution} if args.resolution else {}
     with tempfile.TemporaryDirectory() as scratch:
         path = _example_checkpoint(Path(scratch)) if args.example else Path(args.path)
-        try:
-            model = load(path, arch=args.arch, **overrides)
-        except CheckpointError as error:
-            print(f"latcomp info: {path}: {error}", file=sys.stderr)
-            return 2
-        info = {"file": str(path) if not args.example else "built-in example (random weights)"}
-        info.update(describe(model))
+        model = load(path, arch=args.arch, **overrides)
+    source = "built-in example (random weights)" if args.example else str(path)
+    return {"file": source, **describe(model)}
+
+
+def _info_bundle(path: Path) -> dict:
+    from .runtime import read_bundle
+
+    manifest = read_bundle(path).manifest
+    keys = ("name", "version", "resolution", "latent_shape", "z_dim", "max_batch", "mask_convention")
+    info = {"bundle": str(path), **{key: manifest.get(key) for key in keys}}
+    info["generator"] = manifest["generator"]["arch"]
+    info["regressor"] = manifest["regressor"]["arch"]
+    info["graphs"] = sorted(manifest["graphs"])
+    info["plans"] = [plan["file"] for plan in manifest.get("plans", [])]
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """A checkpoint file, a bundle directory or a running server: whichever was named."""
+    try:
+        if args.server:
+            from .service.cli import server_info
+
+            info = server_info(args.server, tls_ca=args.tls_ca)
+        elif args.path and Path(args.path).is_dir():
+            info = _info_bundle(Path(args.path))
+        else:
+            info = _info_checkpoint(args)
+    except Exception as error:  # every failure here is the user's input; say it in one line
+        where = args.server or args.path or "example"
+        print(f"latcomp info: {where}: {getattr(error, 'details', None) or error}", file=sys.stderr)
+        return 2
     _print_info(info, args.json)
     return 0
 
@@ -62,6 +89,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "latcomp.training.cli",
     "latcomp.export.cli",
     "latcomp.export.tensorrt_build",
+    "latcomp.service.cli",
 )
 
 
@@ -75,18 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info",
-        help="describe a checkpoint: architecture, resolution, latent shape, parameters",
+        help="describe a checkpoint, a bundle or a running server",
         description="Describe a generator or regressor checkpoint (.pt/.pth/.ckpt/.safetensors): "
         "architecture, resolution, latent shape, parameter count and, for regressors, the mask "
-        "convention; or say why it cannot be read. Files are read with torch.load(weights_only=True): "
-        "a pickle that would run code is refused.",
+        "convention; or a bundle directory (verified: checksums, format version); or the model a running "
+        "server holds (--server). Says why when it cannot. Checkpoints are read with "
+        "torch.load(weights_only=True): a pickle that would run code is refused.",
     )
     source = info.add_mutually_exclusive_group(required=True)
-    source.add_argument("path", nargs="?", help="checkpoint file")
+    source.add_argument("path", nargs="?", help="checkpoint file or bundle directory")
     source.add_argument("--example", action="store_true", help="describe a small built-in example generator")
+    source.add_argument("--server", metavar="HOST:PORT", help="ask a running `latcomp serve` (token from "
+                        "env LATCOMP_AUTH_TOKEN)")
+    info.add_argument("--tls-ca", help="with --server: CA certificate (PEM) of a TLS server")
     info.add_argument(
         "--arch",
-        choices=["stylegan2", "progan", "progan-encoder", "stylegan-encoder"],
+        choices=ARCHS,
         help="architecture (default: detected from the key names)",
     )
     info.add_argument(

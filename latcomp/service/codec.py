@@ -1,0 +1,324 @@
+"""Wire <-> numpy: request decoding with validation and limits, response encoding (numpy, Pillow, no torch).
+
+Server side: decode_* and output_spec raise InvalidArgument with a message naming the field and what is
+wrong; the server answers INVALID_ARGUMENT with it. Encoded images are opened lazily and their header size
+is checked against the pixel limit BEFORE any pixel is decoded (the decompression-bomb guard); only PNG,
+JPEG and WebP decoders are allowed.
+Client side: image_message / mask_message build wire messages from arrays, PIL images or file paths, and
+image_array / latent_array read responses.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .. import compose
+from .proto import pb
+
+DECODERS = ("PNG", "JPEG", "WEBP")
+DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_MAX_LAYERS = 64
+
+
+class InvalidArgument(ValueError):
+    """A request field is malformed; str(error) is the message sent back to the client."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per image or mask
+    max_layers: int = DEFAULT_MAX_LAYERS  # per composite
+    max_total_pixels: int = 4 * DEFAULT_MAX_PIXELS  # decoded pixels across one request's layers
+
+
+# ---- server: decoding ---------------------------------------------------------------------------------
+
+
+def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
+    if width < 0 or height < 0:
+        raise InvalidArgument(f"{what}: negative size {width}x{height}")
+    if width == 0 or height == 0:
+        raise InvalidArgument(f"{what}: zero size {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(
+            f"{what}: {width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}"
+        )
+
+
+def _decode_raw(what: str, raw: Any, channels: int, limits: Limits) -> np.ndarray:
+    _check_size(what, raw.width, raw.height, limits)
+    expected = raw.width * raw.height * channels
+    if len(raw.data) != expected:
+        raise InvalidArgument(
+            f"{what}: raw data has {len(raw.data)} bytes, expected width*height*{channels} = {expected}"
+        )
+    array = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, channels)
+    return array.copy() if channels == 3 else array[..., 0].copy()
+
+
+def _open_encoded(what: str, data: bytes, limits: Limits) -> PILImage.Image:
+    """Opens and decodes an encoded image after checking its header size against the limits."""
+    if not data:
+        raise InvalidArgument(f"{what}: encoded image is empty (0 bytes)")
+    try:
+        image = PILImage.open(io.BytesIO(data), formats=DECODERS)
+    except PILImage.DecompressionBombError as error:
+        raise InvalidArgument(f"{what}: image too large: {error}") from None
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for garbage input
+        raise InvalidArgument(f"{what}: not a decodable PNG, JPEG or WebP image ({error})") from None
+    _check_size(what, image.width, image.height, limits)
+    try:
+        image.load()
+    except Exception as error:  # noqa: BLE001 - truncated or corrupt pixel data
+        raise InvalidArgument(f"{what}: corrupt {image.format} data ({error})") from None
+    return image
+
+
+def decode_image(what: str, message: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
+    """pb.Image -> (rgb uint8 [H,W,3], alpha uint8 [H,W] or None: an encoded image's alpha channel)."""
+    kind = message.WhichOneof("data")
+    if kind is None:
+        raise InvalidArgument(f"{what}: image is empty (set encoded or raw)")
+    if kind == "raw":
+        return _decode_raw(what, message.raw, 3, limits), None
+    image = _open_encoded(what, message.encoded, limits)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    try:
+        if has_alpha:
+            rgba = np.asarray(image.convert("RGBA"))
+            return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+        return np.asarray(image.convert("RGB")).copy(), None
+    except Exception as error:  # noqa: BLE001 - e.g. a pixel mode Pillow cannot convert
+        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({error})") from None
+
+
+def decode_mask(what: str, message: Any, limits: Limits) -> np.ndarray:
+    """pb.Mask -> uint8 [H,W] (255 = known)."""
+    kind = message.WhichOneof("data")
+    if kind is None:
+        raise InvalidArgument(f"{what}: mask is empty (set encoded or raw)")
+    if kind == "raw":
+        return _decode_raw(what, message.raw, 1, limits)
+    image = _open_encoded(what, message.encoded, limits)
+    try:
+        return np.asarray(image.convert("L")).copy()
+    except Exception as error:  # noqa: BLE001
+        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({error})") from None
+
+
+def _layer(what: str, image_msg: Any, mask_msg: Any | None, limits: Limits, x: int = 0, y: int = 0):
+    image, alpha = decode_image(f"{what}.image", image_msg, limits)
+    mask = alpha
+    if mask_msg is not None:
+        mask = decode_mask(f"{what}.mask", mask_msg, limits)
+        if mask.shape != image.shape[:2]:
+            raise InvalidArgument(
+                f"{what}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+    return compose.Layer(image, mask, x, y)
+
+
+def decode_layers(request: Any, limits: Limits) -> list[compose.Layer]:
+    """CompositeRequest -> layers (validated; the first layer sets the canvas size)."""
+    if not request.layers:
+        raise InvalidArgument("layers: at least one layer is required")
+    if len(request.layers) > limits.max_layers:
+        raise InvalidArgument(f"layers: {len(request.layers)} layers exceed the limit of {limits.max_layers}")
+    layers, total = [], 0
+    for index, layer in enumerate(request.layers):
+        what = f"layers[{index}]"
+        if not layer.HasField("image"):
+            raise InvalidArgument(f"{what}.image is missing")
+        mask = layer.mask if layer.HasField("mask") else None
+        decoded = _layer(what, layer.image, mask, limits, layer.offset_x, layer.offset_y)
+        total += decoded.image.shape[0] * decoded.image.shape[1]
+        if total > limits.max_total_pixels:
+            raise InvalidArgument(f"layers: more than {limits.max_total_pixels} pixels in all")
+        layers.append(decoded)
+    return layers
+
+
+def decode_inpaint(request: Any, limits: Limits) -> compose.Layer:
+    if not request.HasField("image"):
+        raise InvalidArgument("image is missing")
+    return _layer("inpaint", request.image, request.mask if request.HasField("mask") else None, limits)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    format: int  # pb.ImageFormat value, never UNSPECIFIED
+    jpeg_quality: int
+    return_latent: bool
+    return_input: bool
+    preserve_known: bool
+    realism: float
+    canvas_size: bool
+    feather: int | None  # pixels; None = compose.default_feather
+
+
+def output_spec(options: Any) -> OutputSpec:
+    """Validates OutputOptions."""
+    if not math.isfinite(options.realism) or not 0.0 <= options.realism <= 1.0:
+        raise InvalidArgument(f"output.realism: {options.realism} is outside [0, 1]")
+    if not 0 <= options.jpeg_quality <= 100:
+        raise InvalidArgument(f"output.jpeg_quality: {options.jpeg_quality} is outside 1..100 (0 = 90)")
+    if options.format not in pb.ImageFormat.values():
+        raise InvalidArgument(f"output.format: unknown value {options.format}")
+    if options.size not in pb.OutputSize.values():
+        raise InvalidArgument(f"output.size: unknown value {options.size}")
+    feather = options.feather_px if options.HasField("feather_px") else None
+    if feather is not None and not 0 <= feather <= 1024:
+        raise InvalidArgument(f"output.feather_px: {feather} is outside 0..1024")
+    return OutputSpec(
+        format=options.format or pb.IMAGE_FORMAT_PNG,
+        jpeg_quality=options.jpeg_quality or 90,
+        return_latent=options.return_latent,
+        return_input=options.return_input,
+        preserve_known=options.preserve_known,
+        realism=float(options.realism),
+        canvas_size=options.size == pb.OUTPUT_SIZE_CANVAS,
+        feather=feather,
+    )
+
+
+# ---- server: encoding ---------------------------------------------------------------------------------
+
+
+def _encode(array: np.ndarray, image_format: int, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    picture = PILImage.fromarray(array)
+    if image_format == pb.IMAGE_FORMAT_JPEG:
+        picture.save(buffer, format="JPEG", quality=quality)
+    else:
+        picture.save(buffer, format="PNG", compress_level=1)  # latency over size
+    return buffer.getvalue()
+
+
+def raw_pixels(array: np.ndarray) -> Any:
+    """uint8 [H,W,3] or [H,W] -> pb.RawPixels."""
+    height, width = array.shape[:2]
+    return pb.RawPixels(width=width, height=height, data=np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def _from_raw(raw: Any, channels: int) -> np.ndarray:
+    return np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, channels).copy()
+
+
+def encode_image(array: np.ndarray, spec: OutputSpec) -> Any:
+    """uint8 [H,W,3] -> pb.Image in the requested format."""
+    if spec.format == pb.IMAGE_FORMAT_RAW:
+        return pb.Image(raw=raw_pixels(array))
+    return pb.Image(encoded=_encode(array, spec.format, spec.jpeg_quality))
+
+
+def encode_mask(mask: np.ndarray, spec: OutputSpec) -> Any:
+    """uint8 [H,W] -> pb.Mask: raw when the output is raw, else PNG (lossless, whatever the image format)."""
+    if spec.format == pb.IMAGE_FORMAT_RAW:
+        return pb.Mask(raw=raw_pixels(mask))
+    return pb.Mask(encoded=_encode(mask, pb.IMAGE_FORMAT_PNG, 0))
+
+
+def encode_latent(latent: np.ndarray) -> Any:
+    latent = np.ascontiguousarray(latent, dtype="<f4")
+    return pb.Latent(shape=list(latent.shape), data=latent.tobytes())
+
+
+# ---- client: building requests, reading responses -----------------------------------------------------
+
+ImageLike = Any  # numpy array, PIL image, path (str / os.PathLike) or raw encoded bytes
+
+
+def _as_array(image: Any) -> np.ndarray:
+    if isinstance(image, PILImage.Image):
+        return np.asarray(image)
+    array = np.asarray(image)
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        raise TypeError(f"images and masks must be uint8 (or bool masks), got {array.dtype}")
+    return array
+
+
+def _encoded_bytes(source: Any) -> bytes | None:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, str | os.PathLike):
+        return Path(source).read_bytes()
+    return None
+
+
+def split_alpha(image: Any) -> tuple[Any, np.ndarray | None]:
+    """An RGBA array/PIL image -> (RGB array, alpha mask); anything else unchanged with None."""
+    if isinstance(image, PILImage.Image) and image.mode in ("RGBA", "LA"):
+        image = np.asarray(image.convert("RGBA"))
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3]), np.ascontiguousarray(image[..., 3])
+    return image, None
+
+
+def image_message(image: ImageLike) -> Any:
+    """pb.Image from an array (uint8 [H,W,3] or [H,W] gray), a PIL image, a file path or encoded bytes.
+
+    Files and bytes travel encoded as they are (the server decodes them; an RGBA PNG's alpha can serve as
+    the mask); arrays travel raw.
+    """
+    data = _encoded_bytes(image)
+    if data is not None:
+        return pb.Image(encoded=data)
+    if isinstance(image, PILImage.Image):
+        image = image.convert("RGB")
+    array = _as_array(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"image array must be [H,W,3] or [H,W], got {array.shape} (split RGBA: split_alpha)")
+    return pb.Image(raw=raw_pixels(array))
+
+
+def mask_message(mask: ImageLike) -> Any:
+    """pb.Mask from an array (uint8/bool [H,W] or [H,W,1], 255/True = known), PIL image, path or bytes."""
+    data = _encoded_bytes(mask)
+    if data is not None:
+        return pb.Mask(encoded=data)
+    if isinstance(mask, PILImage.Image):
+        mask = mask.convert("L")
+    array = _as_array(mask)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"mask array must be [H,W] or [H,W,1], got {array.shape}")
+    return pb.Mask(raw=raw_pixels(array))
+
+
+def image_array(message: Any) -> np.ndarray | None:
+    """pb.Image from a response -> uint8 [H,W,3] (None when unset)."""
+    kind = message.WhichOneof("data")
+    if kind is None:
+        return None
+    if kind == "raw":
+        return _from_raw(message.raw, 3)
+    return np.asarray(PILImage.open(io.BytesIO(message.encoded)).convert("RGB")).copy()
+
+
+def mask_array(message: Any) -> np.ndarray | None:
+    kind = message.WhichOneof("data")
+    if kind is None:
+        return None
+    if kind == "raw":
+        return _from_raw(message.raw, 1)[..., 0]
+    return np.asarray(PILImage.open(io.BytesIO(message.encoded)).convert("L")).copy()
+
+
+def latent_array(message: Any) -> np.ndarray | None:
+    if not message.shape:
+        return None
+    return np.frombuffer(message.data, "<f4").reshape(tuple(message.shape)).astype(np.float32)

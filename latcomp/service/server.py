@@ -1,0 +1,631 @@
+"""The grpc.aio server of latcomp.v1.ComposerService (no torch: it talks only to a runtime Engine).
+
+    engine = latcomp.runtime.open_bundle(path, backend="ort")
+    server = ComposerServer(engine, ServerConfig(port=0))
+    port = await server.start()          # NOT_SERVING -> warm-up (one dummy run) -> SERVING
+    ...
+    await server.drain()                 # NOT_SERVING, refuse new RPCs, finish accepted ones, stop
+
+Besides the service it serves grpc.health.v1 (overall "" and the service name), server reflection and,
+optionally, Prometheus metrics over HTTP. `serve(config)` is the `latcomp serve` main: it opens the bundle
+and drains on SIGTERM/SIGINT (a second signal stops at once). `ServerThread` runs a server on its own event
+loop in a background thread (tests, the CLI's in-process mode).
+
+Status codes: INVALID_ARGUMENT (malformed request, message says what), NOT_FOUND (unknown model name),
+RESOURCE_EXHAUSTED (queue full; oversize messages are refused by grpc itself), DEADLINE_EXCEEDED,
+UNAUTHENTICATED (missing/wrong bearer token), UNAVAILABLE (warming up or draining), INTERNAL (the engine
+failed). A bad request never affects the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import math
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .. import compose
+from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
+from . import codec, proto
+from .metrics import ServiceMetrics
+from .proto import pb
+
+log = logging.getLogger("latcomp.service")
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+MAX_SEED = 2**32  # numpy.random.RandomState seeds
+
+
+@dataclass
+class ServerConfig:
+    bundle: str | None = None  # None: the default bundle shipped in the package
+    host: str = "[::]"
+    port: int = 50051  # 0: a free port (ComposerServer.start returns it)
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: a free port
+    metrics_host: str = "0.0.0.0"
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str = "auto"
+    max_batch: int | None = None  # None: the engine's
+    max_delay_ms: float = 2.0
+    max_queue: int = 256
+    max_message_mb: float = 16.0
+    max_pixels: int = codec.DEFAULT_MAX_PIXELS
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token: str | None = None
+    grace_s: float = 30.0
+    io_threads: int = 4  # decoding, compositing and encoding, off the event loop
+
+
+class RpcFailure(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class _Job:
+    """One edit, decoded and validated, with what finishing it needs."""
+
+    kind: str  # "composite" | "inpaint" | "sample"
+    spec: codec.OutputSpec
+    image: np.ndarray | None = None  # uint8 [R,R,3], the model's input
+    mask: np.ndarray | None = None  # uint8 [R,R,1]
+    canvas: np.ndarray | None = None  # uint8 [H,W,3], the collage at canvas size
+    canvas_mask: np.ndarray | None = None  # uint8 [H,W]
+    seed: int = 0
+    truncation: float = 1.0
+
+
+# ---- interceptors ---------------------------------------------------------------------------------------
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary, wrap_stream) -> grpc.RpcMethodHandler:
+    """The same handler, its behaviour wrapped (unary responses by wrap_unary, streams by wrap_stream)."""
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=wrap_unary(handler.unary_unary))
+    if handler.stream_unary is not None:
+        return handler._replace(stream_unary=wrap_unary(handler.stream_unary))
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=wrap_stream(handler.unary_stream))
+    return handler._replace(stream_stream=wrap_stream(handler.stream_stream))
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <token>` on every RPC but health checks (probes carry no secrets)."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
+        if details.method.startswith(HEALTH_PREFIX):
+            return True
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or self._allowed(handler_call_details):
+            return handler
+        message = "missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
+
+        def deny_unary(_behaviour):
+            async def deny(_request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+            return deny
+
+        def deny_stream(_behaviour):
+            async def deny(_request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+                yield  # an async generator, like the behaviour it replaces
+
+            return deny
+
+        return _wrap_handler(handler, deny_unary, deny_stream)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC by method and final status code and times it."""
+
+    def __init__(self, metrics: ServiceMetrics):
+        self.metrics = metrics
+
+    def _record(self, method: str, context, started: float, error: BaseException | None) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = context.code()
+            if code is None:
+                code = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        self.metrics.requests.labels(method, name).inc()
+        self.metrics.latency.labels(method).observe(time.monotonic() - started)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        metrics, record = self.metrics, self._record
+
+        def wrap_unary(behaviour):
+            async def timed(request, context):
+                started, error = time.monotonic(), None
+                metrics.inflight.inc()
+                try:
+                    return await behaviour(request, context)
+                except BaseException as raised:
+                    error = raised
+                    raise
+                finally:
+                    metrics.inflight.dec()
+                    record(method, context, started, error)
+
+            return timed
+
+        def wrap_stream(behaviour):
+            if not inspect.isasyncgenfunction(behaviour):  # e.g. health's Watch writes with context.write
+                return wrap_unary(behaviour)
+
+            async def timed(request, context):
+                started, error = time.monotonic(), None
+                metrics.inflight.inc()
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as raised:
+                    error = raised
+                    raise
+                finally:
+                    metrics.inflight.dec()
+                    record(method, context, started, error)
+
+            return timed
+
+        return _wrap_handler(handler, wrap_unary, wrap_stream)
+
+
+# ---- the service ----------------------------------------------------------------------------------------
+
+
+class _Servicer:
+    """ComposerService methods, routed by proto.service_handler."""
+
+    def __init__(self, server: ComposerServer):
+        self._server = server
+
+    async def Composite(self, request, context):
+        return await self._server.unary(context, "composite", request)
+
+    async def Inpaint(self, request, context):
+        return await self._server.unary(context, "inpaint", request)
+
+    async def Sample(self, request, context):
+        return await self._server.unary(context, "sample", request)
+
+    async def GetModelInfo(self, request, context):
+        try:
+            self._server.admit(request.model)
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.details)
+        return self._server.model_info()
+
+    async def EditStream(self, request_iterator, context):
+        async for response in self._server.stream(request_iterator, context):
+            yield response
+
+
+class ComposerServer:
+    def __init__(self, engine: Any, config: ServerConfig | None = None):
+        self.engine = engine
+        self.config = config or ServerConfig()
+        self.metrics = ServiceMetrics()
+        max_pixels = self.config.max_pixels
+        self.limits = codec.Limits(max_pixels=max_pixels, max_total_pixels=4 * max_pixels)
+        self.max_message_bytes = int(self.config.max_message_mb * 1024 * 1024)
+        self.state = "created"  # -> starting -> serving -> draining -> stopped
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.batcher: Batcher | None = None
+        self._active = 0  # edits admitted and not yet answered
+        self._last_call = 0.0  # when an RPC last reached admit()
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._io = ThreadPoolExecutor(max_workers=self.config.io_threads, thread_name_prefix="latcomp-io")
+
+    # ---- lifecycle ----
+
+    async def start(self, warm_up: bool = True) -> int:
+        """Binds and starts serving (health NOT_SERVING until warmed up); returns the bound port."""
+        config = self.config
+        self.batcher = Batcher(
+            self.engine,
+            max_batch=config.max_batch,
+            max_delay_ms=config.max_delay_ms,
+            max_queue=config.max_queue,
+            on_batch=self.metrics.on_batch,
+        )
+        self.metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
+        interceptors = [MetricsInterceptor(self.metrics)]
+        if config.auth_token:
+            interceptors.append(AuthInterceptor(config.auth_token))
+        self._server = grpc.aio.server(
+            migration_thread_pool=None,
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            # Beyond the batcher's queue, each RPC holds decoded images; bound them too.
+            maximum_concurrent_rpcs=config.max_queue + 64,
+        )
+        self._server.add_generic_rpc_handlers((proto.service_handler(_Servicer(self)),))
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        services = (proto.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(services, self._server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert or config.tls_key:
+            if not (config.tls_cert and config.tls_key):
+                raise ValueError("TLS needs both a certificate and a key")
+            with open(config.tls_cert, "rb") as cert, open(config.tls_key, "rb") as key:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot bind {address}")
+        await self._server.start()
+        self.state = "starting"
+        if config.metrics_port is not None:
+            self.metrics_port = self.metrics.start_http(config.metrics_port, config.metrics_host)
+        if warm_up:
+            await self.warm_up()
+        return self.port
+
+    async def warm_up(self) -> None:
+        """One dummy engine run (first-call costs: allocations, kernels), then SERVING."""
+        resolution = self.engine.resolution
+        image = np.zeros((1, resolution, resolution, 3), np.uint8)
+        mask = np.zeros((1, resolution, resolution, 1), np.uint8)
+        started = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(self._io, self.engine.run, image, mask)
+        log.info("warmed up in %.0f ms", (time.monotonic() - started) * 1000)
+        if self.state == "starting":
+            self.state = "serving"
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", proto.SERVICE_NAME):
+            await self._health.set(service, status)
+        self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new RPCs (UNAVAILABLE), let accepted ones finish within grace seconds."""
+        if self.state in ("draining", "stopped"):
+            return
+        grace = self.config.grace_s if grace is None else grace
+        end = time.monotonic() + grace
+        self.state = "draining"
+        self.metrics.serving.set(0)
+        await self._health.enter_graceful_shutdown()
+        log.info("draining (grace %.1f s, %d edits in progress)", grace, self._active)
+        # Accepted edits finish while the port stays open, so probes keep seeing NOT_SERVING and new calls
+        # get a clear UNAVAILABLE. Then, until calls stop arriving (at most 1 s), the port stays open too:
+        # calls grpc has received but not yet handed to a handler would be cancelled by stop() instead.
+        idle_since = None
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if self._active:
+                idle_since = None
+            else:
+                idle_since = idle_since or now
+                if now - self._last_call >= 0.05 or now - idle_since >= 1.0:
+                    break
+            await asyncio.sleep(0.01)
+        await self._server.stop(max(0.0, end - time.monotonic()))
+        await self.batcher.close()
+        self.metrics.stop_http()
+        self._io.shutdown(wait=False)
+        self.state = "stopped"
+        log.info("stopped")
+
+    async def stop_now(self) -> None:
+        """Cancels whatever is still running (a second signal during a drain)."""
+        if self._server is not None:
+            await self._server.stop(None)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+    # ---- request handling ----
+
+    def admit(self, model: str) -> None:
+        self._last_call = time.monotonic()
+        if self.state != "serving":
+            reason = "draining" if self.state in ("draining", "stopped") else "warming up"
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the server is {reason}")
+        if model and model != self.engine.name:
+            raise RpcFailure(
+                grpc.StatusCode.NOT_FOUND, f"unknown model {model!r}; this server serves {self.engine.name!r}"
+            )
+
+    def model_info(self) -> Any:
+        engine = self.engine
+        return pb.ModelInfo(
+            name=str(engine.name),
+            version=str(engine.version),
+            resolution=int(engine.resolution),
+            latent_shape=[int(n) for n in engine.latent_shape],
+            z_dim=int(engine.z_dim),
+            backend=str(engine.backend),
+            device=str(engine.device),
+            precision=str(getattr(engine, "precision", "")),
+            max_batch=self.batcher.max_batch,
+            max_pixels=self.limits.max_pixels,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    async def unary(self, context, kind: str, request) -> Any:
+        try:
+            return await self._edit(kind, request, _deadline(context), time.monotonic())
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.details)
+
+    async def stream(self, request_iterator, context):
+        """EditStream: answers the newest request; ones superseded while the engine was busy are dropped."""
+        pending: list[Any] = []  # holds at most the newest unanswered request
+        arrived = asyncio.Event()
+        ended = False
+
+        async def read() -> None:
+            nonlocal ended
+            try:
+                async for request in request_iterator:
+                    if pending:
+                        self.metrics.stream_dropped.inc()
+                    pending[:] = [request]
+                    arrived.set()
+            finally:
+                ended = True
+                arrived.set()
+
+        reader = asyncio.get_running_loop().create_task(read())
+        request_id = 0
+        try:
+            while True:  # one request at a time, always the newest
+                if not pending:
+                    if ended:
+                        break
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                request = pending.pop()
+                request_id, kind = request.request_id, request.WhichOneof("edit")
+                if not kind:
+                    raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "no edit (composite, inpaint, sample)")
+                edit = getattr(request, kind)
+                yield await self._edit(kind, edit, _deadline(context), time.monotonic(), request_id)
+                if self.state != "serving":
+                    raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is draining")
+        except RpcFailure as failure:
+            await context.abort(failure.code, f"request {request_id}: {failure.details}")
+        finally:
+            reader.cancel()
+
+    async def _edit(self, kind: str, request, deadline: float | None, started: float, request_id: int = 0):
+        self.admit(request.model)
+        self._active += 1
+        try:
+            return await self._run_edit(kind, request, deadline, started, request_id)
+        finally:
+            self._active -= 1
+
+    async def _run_edit(self, kind: str, request, deadline: float | None, started: float, request_id: int):
+        loop = asyncio.get_running_loop()
+        try:
+            job = await loop.run_in_executor(self._io, self._prepare, kind, request)
+        except codec.InvalidArgument as error:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        try:
+            if kind == "sample":
+                image, latent, timing = await self.batcher.sample(job.seed, job.truncation, deadline)
+            else:
+                realism = job.spec.realism
+                image, latent, timing = await self.batcher.run(job.image, job.mask, realism, deadline)
+        except QueueFull as error:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
+        except DeadlineExceeded as error:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(error)) from None
+        except BatcherClosed:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is draining") from None
+        except EngineFailed as error:
+            log.error("engine failure: %s", error, exc_info=error.__cause__)
+            raise RpcFailure(grpc.StatusCode.INTERNAL, f"the engine failed: {error}") from None
+        self.metrics.queue.observe(timing.queue_ms / 1000)
+        response = await loop.run_in_executor(self._io, self._finish, job, image, latent)
+        response.request_id = request_id
+        response.timing.queue_ms = timing.queue_ms
+        response.timing.compute_ms = timing.compute_ms
+        response.timing.batch_size = timing.batch_size
+        response.timing.total_ms = (time.monotonic() - started) * 1000
+        return response
+
+    def _prepare(self, kind: str, request) -> _Job:
+        """Decodes and validates a request into the model's inputs (in the io pool)."""
+        spec = codec.output_spec(request.output)
+        if kind == "sample":
+            if request.seed >= MAX_SEED:
+                raise codec.InvalidArgument(f"seed: {request.seed} is not below 2^32")
+            truncation = request.truncation if request.HasField("truncation") else 1.0
+            if not math.isfinite(truncation) or truncation < 0:
+                raise codec.InvalidArgument(f"truncation: {truncation} must be finite and >= 0")
+            return _Job(kind, spec, seed=int(request.seed), truncation=float(truncation))
+        if kind == "composite":
+            layers = codec.decode_layers(request, self.limits)
+        else:
+            layers = [codec.decode_inpaint(request, self.limits)]
+        canvas, canvas_mask = compose.paste_layers(layers)
+        image, mask = compose.to_model(canvas, canvas_mask, self.engine.resolution)
+        return _Job(kind, spec, image, mask, canvas, canvas_mask)
+
+    def _finish(self, job: _Job, image: np.ndarray, latent: np.ndarray) -> Any:
+        """Output size, paste-back and encoding (in the io pool)."""
+        spec = job.spec
+        if job.kind != "sample":
+            if spec.canvas_size:
+                height, width = job.canvas.shape[:2]
+                image = compose.resize_image(image, height, width)
+                known_image, known_mask = job.canvas, job.canvas_mask
+            else:
+                known_image, known_mask = job.image, job.mask[..., 0]
+            if spec.preserve_known:
+                image = compose.paste_known(image, known_image, known_mask, spec.feather)
+        response = pb.EditResponse(image=codec.encode_image(image, spec))
+        if spec.return_latent:
+            response.latent.CopyFrom(codec.encode_latent(latent))
+        if spec.return_input and job.kind != "sample":
+            response.input.CopyFrom(codec.encode_image(job.image, spec))
+            response.input_mask.CopyFrom(codec.encode_mask(job.mask[..., 0], spec))
+        return response
+
+
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+# ---- running it -----------------------------------------------------------------------------------------
+
+
+def open_engine(config: ServerConfig) -> Any:
+    from ..runtime import open_bundle
+
+    return open_bundle(
+        config.bundle,
+        backend=config.backend,
+        device=config.device,
+        precision=config.precision,
+        max_batch=config.max_batch,
+    )
+
+
+async def _serve(config: ServerConfig, engine: Any) -> int:
+    server = ComposerServer(engine, config)
+    port = await server.start(warm_up=False)
+    scheme = "TLS" if config.tls_cert else "plaintext"
+    log.info(
+        "serving %s %s (%s) on %s:%d (%s%s), backend %s on %s, warming up",
+        engine.name, engine.version, proto.SERVICE_NAME, config.host, port, scheme,
+        ", token auth" if config.auth_token else "", engine.backend, engine.device,
+    )  # fmt: skip
+    if server.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
+    stop = asyncio.Event()
+    signals = 0
+    status = 0
+
+    def on_signal(number: int) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("%s: %s", signal.Signals(number).name, "draining" if signals == 1 else "stopping now")
+        if signals == 1:
+            stop.set()
+        else:
+            asyncio.get_running_loop().create_task(server.stop_now())
+
+    def on_warm(task: asyncio.Task) -> None:
+        nonlocal status
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("warm-up failed, stopping: %r", task.exception())
+            status = 1
+            stop.set()
+        else:
+            log.info("SERVING")
+
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal, number)
+    warm = loop.create_task(server.warm_up())
+    warm.add_done_callback(on_warm)
+    await stop.wait()
+    if not warm.done():
+        warm.cancel()
+    await server.drain()
+    return status
+
+
+def serve(config: ServerConfig) -> int:
+    """`latcomp serve`: runs until SIGTERM/SIGINT, then drains; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s latcomp serve: %(message)s")
+    engine = open_engine(config)
+    try:
+        return asyncio.run(_serve(config, engine))
+    finally:
+        engine.close()
+
+
+class ServerThread:
+    """A ComposerServer on its own event loop in a daemon thread (`with ServerThread(engine) as s:`)."""
+
+    def __init__(self, engine: Any, config: ServerConfig | None = None, warm_up: bool = True):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="latcomp-server", daemon=True)
+        self._thread.start()
+        self.server = ComposerServer(engine, config or ServerConfig(host="127.0.0.1", port=0))
+        try:
+            self.port = self.call(self.server.start(warm_up=warm_up))
+        except BaseException:
+            self._shutdown()
+            raise
+
+    @property
+    def target(self) -> str:
+        host = self.server.config.host
+        return f"{'localhost' if host in ('[::]', '0.0.0.0', '') else host}:{self.port}"
+
+    def call(self, coroutine, timeout: float | None = 120.0):
+        """Runs a coroutine on the server's loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self.call(self.server.drain(grace))
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,44 @@
+"""`latcomp info` on a bundle directory and on a running server (checkpoints: test_checkpoint.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bundle_fixtures import make_small_bundle
+
+from latcomp.runtime import open_bundle
+from latcomp.service.server import ServerConfig, ServerThread
+
+
+def run_info(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "latcomp", "info", *args, "--json"], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_info_describes_a_bundle_and_refuses_a_tampered_one(tmp_path):
+    bundle = make_small_bundle(tmp_path)
+    result = run_info(str(bundle))
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["name"] == "small-stylegan2" and info["generator"] == "stylegan2"
+    assert "composer" in info["graphs"]
+    with (bundle / "weights.bin").open("r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result = run_info(str(bundle))
+    assert result.returncode == 2 and "weights.bin" in result.stderr
+
+
+def test_info_asks_a_running_server(tmp_path):
+    engine = open_bundle(make_small_bundle(tmp_path), backend="ort")
+    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, metrics_port=0)) as server:
+        result = run_info("--server", server.target)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["health"] == "SERVING" and info["backend"] == "ort" and info["resolution"] == 32
+    result = run_info("--server", "127.0.0.1:1")
+    assert result.returncode == 2 and "127.0.0.1:1" in result.stderr
