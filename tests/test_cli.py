@@ -42,3 +42,15 @@ def test_info_asks_a_running_server(tmp_path):
     assert info["health"] == "SERVING" and info["backend"] == "ort" and info["resolution"] == 32
     result = run_info("--server", "127.0.0.1:1")
     assert result.returncode == 2 and "127.0.0.1:1" in result.stderr
+
+
+def test_demo_serves_a_bundle_and_writes_the_images(tmp_path):
+    bundle = make_small_bundle(tmp_path)
+    out = tmp_path / "demo"
+    command = [sys.executable, "-m", "latcomp", "demo", "--bundle", str(bundle), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    for name in ("composite_input.png", "composite_result.png", "inpaint_result.png", "demo.png"):
+        assert (out / name).is_file(), name
+    report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert report["composite_ms"]["compute_ms"] > 0
