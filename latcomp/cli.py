@@ -90,6 +90,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "latcomp.export.cli",
     "latcomp.export.tensorrt_build",
     "latcomp.service.cli",
+    "latcomp.bench.cli",
     "latcomp.demo",
 )
 

@@ -1,0 +1,294 @@
+"""`latcomp bench engine | serve`: the benchmarks' command line (handlers import what they need when run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import BACKENDS, PAYLOADS, RPCS
+
+
+def _list(kind: type = str, choices: tuple | None = None):
+    """An argparse type for comma-separated values ("1,4,16")."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            message = f"expected comma-separated {kind.__name__} values, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        if choices and (bad := [v for v in values if v not in choices]):
+            raise argparse.ArgumentTypeError(f"{', '.join(map(str, bad))}: choose from {', '.join(choices)}")
+        if kind is int and min(values) < 1:
+            raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
+        return values
+
+    return parse
+
+
+def _write_outputs(args: argparse.Namespace, result: dict, markdown: str, plot) -> None:
+    from . import report
+
+    if args.json:
+        report.write_json(args.json, result)
+    if args.markdown:
+        report.write_text(args.markdown, markdown)
+    if args.plot:
+        plot(result, args.plot)
+    written = [path for path in (args.json, args.markdown, args.plot) if path]
+    if written:
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+
+
+def _add_outputs(parser: argparse.ArgumentParser) -> None:
+    out = parser.add_argument_group("output (the Markdown summary always goes to stdout)")
+    out.add_argument(
+        "--json", metavar="PATH", help="write the full result (machine, settings, numbers) as JSON"
+    )
+    out.add_argument("--markdown", metavar="PATH", help="write the Markdown summary to a file too")
+    out.add_argument("--plot", metavar="PATH", help="write a PNG plot")
+    out.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+# ---- engine ---------------------------------------------------------------------------------------------
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from ..runtime import BundleError
+    from . import report
+    from .engine_bench import EngineBenchConfig, engine_markdown, engine_plot, run_engine_bench
+
+    config = EngineBenchConfig(
+        bundle=args.bundle,
+        backends=args.backends,
+        device=args.device,
+        precisions=args.precision,
+        batch_sizes=args.batch_sizes,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        seconds=None if args.iterations else (args.seconds or 2.0),
+        threads=args.threads,
+        realism=args.realism,
+    )
+    try:
+        result = run_engine_bench(config, report.Progress("bench engine", enabled=not args.quiet))
+    except (BundleError, ValueError, OSError) as error:
+        print(f"latcomp bench engine: {error}", file=sys.stderr)
+        return 2
+    markdown = engine_markdown(result)
+    print(markdown, end="")
+    _write_outputs(args, result, markdown, engine_plot)
+    if not result["engines"]:
+        print("latcomp bench engine: no engine could be opened (see 'Skipped')", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_engine(bench) -> None:
+    engine = bench.add_parser(
+        "engine",
+        help="latency and throughput of Engine.run per backend, precision and batch size",
+        description="Measure engine.run (the fused composer graph: uint8 face + mask in, uint8 image + "
+        "latent out) for every backend x precision on one device and each batch size: p50/p95/p99 latency, "
+        "images/s, achieved FLOP/s (from the graph's counted Conv/ConvTranspose/MatMul/Gemm FLOPs) and, on "
+        "GPUs with a known peak, its share. Engines are measured side by side in one process, in "
+        "interleaved blocks, so ratios such as ORT / torch eager at batch 1 are fair on a noisy machine.",
+    )
+    engine.add_argument(
+        "bundle", nargs="?", help="bundle directory (default: the bundle shipped in the package)"
+    )
+    engine.add_argument(
+        "--backends",
+        type=_list(str, BACKENDS),
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(BACKENDS)} (ort: onnxruntime's own provider "
+        "choice; ort-cuda: CUDA EP, ort-trt: TensorRT EP (CUDA EP behind it)); default: ort,torch on cpu, "
+        "ort-trt,ort-cuda,trt,torch on cuda; those that cannot run here are listed as skipped",
+    )
+    engine.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    engine.add_argument(
+        "--precision",
+        type=_list(str, ("fp32", "fp16")),
+        metavar="LIST",
+        help="fp32,fp16 (default: fp32 on cpu, both on cuda; a TensorRT plan has its own)",
+    )
+    engine.add_argument(
+        "--batch-sizes",
+        type=_list(int),
+        default=[1, 2, 4, 8, 16],
+        metavar="LIST",
+        help="default 1,2,4,8,16 (batches above the engine's max_batch run in chunks)",
+    )
+    engine.add_argument(
+        "--warmup", type=int, default=3, help="unrecorded calls per engine and batch (default 3)"
+    )
+    amount = engine.add_mutually_exclusive_group()
+    amount.add_argument("--iterations", type=int, help="recorded calls per engine and batch size")
+    amount.add_argument(
+        "--seconds",
+        type=float,
+        help="measured seconds per engine and batch size (default 2; at least 3 calls)",
+    )
+    engine.add_argument(
+        "--threads", type=int, help="CPU threads of onnxruntime (intra-op) and torch (default: their own)"
+    )
+    engine.add_argument(
+        "--realism", type=float, default=0.0, help="realism input of every sample (default 0)"
+    )
+    _add_outputs(engine)
+    engine.set_defaults(run=cmd_engine)
+
+
+# ---- serve ----------------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.auth_token_file:
+        return Path(args.auth_token_file).read_text().strip() or None
+    return args.token or os.environ.get("LATCOMP_AUTH_TOKEN") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..runtime import BundleError
+    from . import report
+    from .serve_bench import ServeBenchConfig, run_serve_bench, serve_markdown, serve_plot
+
+    if args.target and args.bundle:
+        print(
+            "latcomp bench serve: give either BUNDLE (to start a server) or --target, not both",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = ServeBenchConfig(
+            target=args.target,
+            bundle=args.bundle,
+            metrics_url=args.metrics_url,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            duration=args.duration,
+            rate=args.rate,
+            payloads=args.payload,
+            rpcs=args.rpc,
+            warmup=args.warmup,
+            timeout=args.timeout,
+            token=_token(args),
+            tls_ca=args.tls_ca,
+            backend=args.backend,
+            device=args.device,
+            precision=args.precision,
+            max_batch=args.max_batch,
+            max_delay_ms=args.max_delay_ms,
+        )
+        result = run_serve_bench(config, report.Progress("bench serve", enabled=not args.quiet))
+    except (BundleError, ValueError, OSError, RuntimeError) as error:
+        print(f"latcomp bench serve: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # e.g. grpc's AioRpcError when the target cannot be reached
+        print(f"latcomp bench serve: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    markdown = serve_markdown(result)
+    print(markdown, end="")
+    _write_outputs(args, result, markdown, serve_plot)
+    return 0 if any(run["ok"] for run in result["runs"]) else 1
+
+
+def _add_serve(bench) -> None:
+    serve = bench.add_parser(
+        "serve",
+        help="end-to-end gRPC load: latency, throughput, errors, server timing and batch sizes",
+        description="Load a latcomp server: a closed-loop sweep over concurrency levels (N workers sending "
+        "back-to-back) and, with --rate, an open-loop run with Poisson arrivals; raw and PNG payloads. "
+        "Reports p50/p90/p99 latency, throughput, errors by gRPC status, the server's queue and compute "
+        "time per answer, and the engine batch sizes from the server's Prometheus metrics. Without "
+        "--target it serves BUNDLE itself on 127.0.0.1 in a subprocess; it contacts nothing but the "
+        "target and its metrics URL. Every level is bounded by --requests and --duration.",
+    )
+    serve.add_argument(
+        "bundle",
+        nargs="?",
+        help="bundle to serve on 127.0.0.1 (default: the shipped bundle; not with --target)",
+    )
+    serve.add_argument("--target", metavar="HOST:PORT", help="a running latcomp server to load instead")
+    serve.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="the target's Prometheus endpoint, e.g. http://HOST:9090/metrics (batch sizes)",
+    )
+    serve.add_argument(
+        "--concurrency",
+        type=_list(int),
+        default=[1, 4, 16],
+        metavar="LIST",
+        help="closed-loop levels (default 1,4,16)",
+    )
+    serve.add_argument(
+        "--requests",
+        type=int,
+        default=200,
+        help="answers per level / arrivals per open-loop run (default 200)",
+    )
+    serve.add_argument(
+        "--duration", type=float, default=30.0, help="seconds at most per level or open-loop run (default 30)"
+    )
+    serve.add_argument("--rate", type=float, help="also run open loop at this many requests/s (Poisson)")
+    serve.add_argument(
+        "--payload",
+        type=_list(str, PAYLOADS),
+        default=list(PAYLOADS),
+        metavar="LIST",
+        help="raw (pixels both ways) and/or png (PNG both ways) (default raw,png)",
+    )
+    serve.add_argument(
+        "--rpc",
+        type=_list(str, RPCS),
+        default=["composite"],
+        metavar="LIST",
+        help="composite and/or inpaint (default composite)",
+    )
+    serve.add_argument(
+        "--warmup", type=int, default=5, help="unrecorded calls per rpc and payload (default 5)"
+    )
+    serve.add_argument("--timeout", type=float, default=30.0, help="deadline per RPC in seconds (default 30)")
+    auth = serve.add_argument_group("authentication and TLS")
+    auth.add_argument(
+        "--token",
+        help="bearer token (default: env LATCOMP_AUTH_TOKEN); also required of the "
+        "benchmark's own server when given",
+    )
+    auth.add_argument(
+        "--auth-token-file", help="file holding the bearer token (keeps it off the command line)"
+    )
+    auth.add_argument("--tls-ca", help="CA certificate to reach a TLS target")
+    own = serve.add_argument_group("the benchmark's own server (without --target)")
+    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
+    own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
+    own.add_argument(
+        "--max-delay-ms", type=float, help="longest wait for a batch to fill (default: the server's)"
+    )
+    _add_outputs(serve)
+    serve.set_defaults(run=cmd_serve)
+
+
+def register(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks: engine (per backend and batch size) and serve (end-to-end gRPC load)",
+        description="Benchmarks with JSON, Markdown and PNG reports: `latcomp bench engine` measures the "
+        "engines side by side, `latcomp bench serve` loads a gRPC server.",
+    )
+    subcommands = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    _add_engine(subcommands)
+    _add_serve(subcommands)
+
+    def show_help(_args: argparse.Namespace) -> int:
+        bench.print_help()
+        return 1
+
+    bench.set_defaults(run=show_help)
