@@ -91,6 +91,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "latcomp.export.tensorrt_build",
     "latcomp.service.cli",
     "latcomp.bench.cli",
+    "latcomp.eval.cli",
     "latcomp.demo",
 )
 
