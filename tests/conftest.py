@@ -69,3 +69,12 @@ def conformance():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory) -> Path:
+    """One small, real exported StyleGAN2 bundle shared by the whole session: read it, never modify it
+    (copy it first, e.g. with shutil.copytree, to tamper with it)."""
+    from bundle_fixtures import make_small_bundle
+
+    return make_small_bundle(tmp_path_factory.mktemp("shared-bundle"))

@@ -9,27 +9,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_fixtures import make_small_bundle
 
 from latcomp.runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
 
 
-def _shared_bundle(tmp_path_factory) -> Path:
-    """One export per test session for the batcher and service tests (the export is atomic)."""
-    shared = tmp_path_factory.getbasetemp() / "service-bundle"
-    path = shared / "small-stylegan2"
-    return path if (path / "latcomp.json").is_file() else make_small_bundle(shared)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine(small_bundle):
     from latcomp.runtime import open_bundle
 
-    with open_bundle(_shared_bundle(tmp_path_factory), backend="ort") as engine:
+    with open_bundle(small_bundle, backend="ort") as engine:
         yield engine
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import onnx
 import pytest
-from bundle_fixtures import make_small_bundle
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -19,11 +19,8 @@ from latcomp.cli import main
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    # the same session-wide export as the service tests use (made here when they did not run first)
-    shared = tmp_path_factory.getbasetemp() / "service-bundle"
-    path = shared / "small-stylegan2"
-    return path if (path / "latcomp.json").is_file() else make_small_bundle(shared)
+def bundle(small_bundle):
+    return small_bundle
 
 
 # ---- FLOP counting --------------------------------------------------------------------------------------
@@ -81,10 +78,12 @@ def test_count_flops_resolves_every_node_of_the_composer(bundle):
     assert counted["macs_by_op"]["Conv"] > 0 and counted["macs_by_op"]["ConvTranspose"] > 0
 
 
-def test_gpu_bookkeeping_without_a_gpu(monkeypatch):
+def test_gpu_bookkeeping_without_a_gpu(bundle, monkeypatch):
     """What only a GPU run would exercise: peak lookup, share of peak, provider selection."""
+    import onnxruntime
+
     from latcomp.bench import engine_bench
-    from latcomp.runtime import ort_engine
+    from latcomp.runtime import ort_engine, read_bundle
 
     assert engine_bench.peak_flops("NVIDIA H200")["fp16"] == 989.5e12
     assert engine_bench.peak_flops("NVIDIA H100 PCIe")["fp32"] == 51.2e12
@@ -100,31 +99,61 @@ def test_gpu_bookkeeping_without_a_gpu(monkeypatch):
     row = engine_bench._row(info, 4, [0.001, 0.001], 1e9, engine_bench.peak_flops("NVIDIA H200"))
     assert math.isclose(row["images_per_s"], 4000) and math.isclose(row["share_of_peak"], 4e12 / 989.5e12)
 
-    offered = [("TensorrtExecutionProvider", {}), ("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
-    monkeypatch.setattr(ort_engine, "providers_for", lambda *args, **kwargs: list(offered))
-    for provider, expected in (
-        ("TensorrtExecutionProvider", offered),
-        ("CUDAExecutionProvider", offered[1:]),
-        (None, offered),
-    ):
-        with engine_bench._ort_overrides(provider, threads=3):
-            assert ort_engine.providers_for() == expected
-            assert ort_engine.session_options().intra_op_num_threads == 3
-    monkeypatch.setattr(ort_engine, "providers_for", lambda *args, **kwargs: ["CPUExecutionProvider"])
-    with (
-        engine_bench._ort_overrides("CUDAExecutionProvider", None),
-        pytest.raises(RuntimeError, match="no CUDA"),
-    ):
-        ort_engine.providers_for()
+    # the provider lists the benchmark pins, as an onnxruntime-gpu on cuda:1 would get them
+    offered = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(offered))
+    opened = read_bundle(bundle)
+    for backend, expected in (("ort-trt", offered), ("ort-cuda", offered[1:]), ("ort", offered)):
+        requested = ort_engine.check_providers(engine_bench.ORT_PROVIDERS.get(backend), "cuda:1")
+        chosen = ort_engine.providers_for(opened, "composer_fp16", "cuda:1", True, 8, requested)
+        assert [entry[0] if isinstance(entry, tuple) else entry for entry in chosen] == expected
+        gpu = dict(entry for entry in chosen if isinstance(entry, tuple))
+        assert all(options["device_id"] == 1 for options in gpu.values())
+        if "TensorrtExecutionProvider" in gpu:
+            assert gpu["TensorrtExecutionProvider"]["trt_fp16_enable"] is True
+            assert gpu["TensorrtExecutionProvider"]["trt_profile_max_shapes"].startswith("image:8x32x32x3")
+    with pytest.raises(ValueError, match="cannot serve device cpu"):
+        ort_engine.check_providers(engine_bench.ORT_PROVIDERS["ort-cuda"], "cpu")
+    with pytest.raises(ValueError, match="needs TensorrtExecutionProvider or CUDAExecutionProvider"):
+        ort_engine.check_providers(["CPUExecutionProvider"], "cuda:0")
+
+
+def test_open_bundle_honours_providers_and_threads(bundle):
+    """The options the benchmark pins ORT engines with: providers replace the automatic choice, threads
+    set every session's intra-op threads; wrong values fail before any session opens."""
+    import onnxruntime
+
+    from latcomp.runtime import open_bundle
+    from latcomp.runtime.ort_engine import physical_cores
+
+    with open_bundle(bundle, providers=["CPUExecutionProvider"], threads=1) as engine:
+        assert engine.backend == "ort"  # backend="auto" with onnxruntime settings means ort
+        assert engine.providers == ["CPUExecutionProvider"]
+        engine.generate(np.zeros((1, *engine.latent_shape), np.float32))  # opens the generator session too
+        for graph in ("composer", "generator"):
+            options = engine._session(graph).get_session_options()
+            assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    with open_bundle(bundle, backend="ort") as engine:
+        assert engine._session("composer").get_session_options().intra_op_num_threads == physical_cores()
+
+    available = ", ".join(onnxruntime.get_available_providers())
+    with pytest.raises(ValueError, match=re.escape(f"no NoSuchExecutionProvider (it has {available})")):
+        open_bundle(bundle, providers=["NoSuchExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="list of provider names"):
+        open_bundle(bundle, providers="CPUExecutionProvider")
+    with pytest.raises(ValueError, match="once"):
+        open_bundle(bundle, providers=[])
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            open_bundle(bundle, threads=threads)
+    with pytest.raises(ValueError, match="configure the ort backend, not torch"):
+        open_bundle(bundle, backend="torch", threads=1)
 
 
 # ---- engine ---------------------------------------------------------------------------------------------
 
 
 def test_engine_bench_writes_json_markdown_and_png(bundle, tmp_path, capsys):
-    from latcomp.runtime import ort_engine
-
-    providers_for, session_options = ort_engine.providers_for, ort_engine.session_options
     paths = {kind: tmp_path / f"engine.{kind}" for kind in ("json", "md", "png")}
     argv = ["bench", "engine", str(bundle), *"--backends ort,torch --batch-sizes 1,2 --warmup 1".split()]
     argv += [*"--iterations 3 --threads 1".split(), "--json", str(paths["json"])]
@@ -156,8 +185,6 @@ def test_engine_bench_writes_json_markdown_and_png(bundle, tmp_path, capsys):
     with Image.open(paths["png"]) as image:
         image.verify()
         assert image.format == "PNG" and image.size[0] > 500
-    # the benchmark's temporary onnxruntime overrides are gone
-    assert (ort_engine.providers_for, ort_engine.session_options) == (providers_for, session_options)
 
 
 def test_engine_bench_lists_what_cannot_run(bundle, tmp_path):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-
-from bundle_fixtures import make_small_bundle
 
 from latcomp.runtime import open_bundle
 from latcomp.service.server import ServerConfig, ServerThread
@@ -17,8 +16,8 @@ def run_info(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
-def test_info_describes_a_bundle_and_refuses_a_tampered_one(tmp_path):
-    bundle = make_small_bundle(tmp_path)
+def test_info_describes_a_bundle_and_refuses_a_tampered_one(small_bundle, tmp_path):
+    bundle = shutil.copytree(small_bundle, tmp_path / "bundle")
     result = run_info(str(bundle))
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
@@ -33,8 +32,8 @@ def test_info_describes_a_bundle_and_refuses_a_tampered_one(tmp_path):
     assert result.returncode == 2 and "weights.bin" in result.stderr
 
 
-def test_info_asks_a_running_server(tmp_path):
-    engine = open_bundle(make_small_bundle(tmp_path), backend="ort")
+def test_info_asks_a_running_server(small_bundle):
+    engine = open_bundle(small_bundle, backend="ort")
     with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, metrics_port=0)) as server:
         result = run_info("--server", server.target)
     assert result.returncode == 0, result.stderr
@@ -44,10 +43,9 @@ def test_info_asks_a_running_server(tmp_path):
     assert result.returncode == 2 and "127.0.0.1:1" in result.stderr
 
 
-def test_demo_serves_a_bundle_and_writes_the_images(tmp_path):
-    bundle = make_small_bundle(tmp_path)
+def test_demo_serves_a_bundle_and_writes_the_images(small_bundle, tmp_path):
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "latcomp", "demo", "--bundle", str(bundle), "--out", str(out)]
+    command = [sys.executable, "-m", "latcomp", "demo", "--bundle", str(small_bundle), "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     for name in ("composite_input.png", "composite_result.png", "inpaint_result.png", "demo.png"):

@@ -14,6 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from latcomp.export import fuse, parity  # noqa: E402
 from latcomp.export.bundle import export_bundle  # noqa: E402
+from latcomp.nets.tensors import images_to_uint8  # noqa: E402
 
 ARCHS = ("stylegan2", "progan")
 
@@ -92,7 +93,7 @@ def test_generator_and_sampler_graphs(bundles):
             expected = generator.sample_latent(torch.from_numpy(z[row:row + 1]),
                                                truncation=float(truncation[row]))
             np.testing.assert_allclose(latent[row], expected[0].numpy(), atol=1e-5)
-        expected_images = fuse.images_to_uint8(generator(torch.from_numpy(latent))).numpy()
+        expected_images = images_to_uint8(generator(torch.from_numpy(latent))).numpy()
     (images,) = session(bundles["stylegan2"] / "generator.onnx").run(None, {"latent": latent})
     assert np.abs(images.astype(int) - expected_images).max() <= 1
 

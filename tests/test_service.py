@@ -23,7 +23,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from bundle_fixtures import make_small_bundle
 from PIL import Image
 
 from latcomp import compose
@@ -43,16 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = grpc.StatusCode
 
 
-def _shared_bundle(tmp_path_factory) -> Path:
-    """One export per test session for the batcher and service tests (the export is atomic)."""
-    shared = tmp_path_factory.getbasetemp() / "service-bundle"
-    path = shared / "small-stylegan2"
-    return path if (path / "latcomp.json").is_file() else make_small_bundle(shared)
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return _shared_bundle(tmp_path_factory)
+def bundle(small_bundle):
+    return small_bundle
 
 
 @pytest.fixture(scope="module")

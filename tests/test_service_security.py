@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from bundle_fixtures import make_small_bundle
 
 from latcomp.service import proto
 from latcomp.service.cli import server_info
@@ -20,18 +18,11 @@ from latcomp.service.server import ServerConfig, ServerThread
 TOKEN = "s3cret-token"
 
 
-def _shared_bundle(tmp_path_factory) -> Path:
-    """One export per test session for the batcher and service tests (the export is atomic)."""
-    shared = tmp_path_factory.getbasetemp() / "service-bundle"
-    path = shared / "small-stylegan2"
-    return path if (path / "latcomp.json").is_file() else make_small_bundle(shared)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine(small_bundle):
     from latcomp.runtime import open_bundle
 
-    with open_bundle(_shared_bundle(tmp_path_factory), backend="ort") as engine:
+    with open_bundle(small_bundle, backend="ort") as engine:
         yield engine
 
 

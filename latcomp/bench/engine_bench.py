@@ -29,8 +29,12 @@ import numpy as np
 from . import report
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-# "ort" runs the providers OrtEngine picks itself; ort-cuda / ort-trt make one provider the first.
-ORT_PROVIDERS = {"ort-cuda": "CUDAExecutionProvider", "ort-trt": "TensorrtExecutionProvider"}
+# "ort" runs the providers OrtEngine picks itself; ort-cuda / ort-trt pin the list, starting at that provider
+# (TensorRT EP: then CUDA and CPU for what TensorRT cannot take; CUDA EP: then CPU).
+ORT_PROVIDERS = {
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
 ROUNDS = 10  # blocks per engine and batch size: the interleaving granularity
 MIN_CALLS = 3  # calls per engine and batch size in --seconds mode, however slow a call is
 POOL = 16  # distinct input images, cycled to fill a batch
@@ -183,49 +187,18 @@ def default_precisions(device: str) -> tuple[str, ...]:
     return ("fp32",) if device == "cpu" else ("fp32", "fp16")
 
 
-@contextlib.contextmanager
-def _ort_overrides(provider: str | None, threads: int | None) -> Iterator[None]:
-    """While an OrtEngine opens (its composer session is made in the constructor): start its provider
-    list at `provider` (TensorRT EP: then CUDA and CPU for what TensorRT cannot take; CUDA EP: then CPU),
-    and use `threads` intra-op threads. OrtEngine has no parameters for either, and a benchmark must pin
-    both to compare like with like."""
-    from ..runtime import ort_engine
-
-    original_providers, original_options = ort_engine.providers_for, ort_engine.session_options
-
-    def providers_for(*args, **kwargs):
-        chosen = original_providers(*args, **kwargs)
-        if provider is None:
-            return chosen
-        names = [entry[0] if isinstance(entry, tuple) else entry for entry in chosen]
-        if provider not in names:
-            raise RuntimeError(f"onnxruntime has no {provider} here (it offers {', '.join(names)})")
-        return chosen[names.index(provider) :]
-
-    def session_options():
-        options = original_options()
-        if threads:
-            options.intra_op_num_threads = threads
-        return options
-
-    ort_engine.providers_for, ort_engine.session_options = providers_for, session_options
-    try:
-        yield
-    finally:
-        ort_engine.providers_for, ort_engine.session_options = original_providers, original_options
-
-
 def open_variant(bundle: str | Path | None, variant: Variant, threads: int | None = None):
     """The Engine of one variant (raises whatever the backend raises when it cannot run here)."""
     from ..runtime import open_bundle
 
-    if variant.backend.startswith("ort"):
-        provider = ORT_PROVIDERS.get(variant.backend)
-        with _ort_overrides(provider, threads):
-            engine = open_bundle(bundle, backend="ort", device=variant.device, precision=variant.precision)
-        if provider and engine.providers[0] != provider:
+    if variant.backend.startswith("ort"):  # a benchmark pins providers and threads to compare like with like
+        providers = ORT_PROVIDERS.get(variant.backend)
+        engine = open_bundle(bundle, backend="ort", device=variant.device, precision=variant.precision,
+                             providers=providers, threads=threads or None)  # 0, like None: the default
+        if providers and engine.providers[0] != providers[0]:  # onnxruntime drops a provider that fails
+            got = ", ".join(engine.providers)
             engine.close()
-            raise RuntimeError(f"onnxruntime could not start {provider} (got {', '.join(engine.providers)})")
+            raise RuntimeError(f"onnxruntime could not start {providers[0]} (got {got})")
         return engine
     if variant.backend == "torch":  # its threads are a process-wide setting: see _torch_threads
         return open_bundle(bundle, backend="torch", device=variant.device, precision=variant.precision)

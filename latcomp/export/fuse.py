@@ -6,7 +6,8 @@ Every conversion lives inside these modules, so the exported graphs need no pre-
   - `Sampler`: Gaussian z + truncation -> latent (StyleGAN2: mapping + truncation + broadcast; ProGAN: z*t)
 Their state_dict keys (`generator.<key>`, `regressor.<key>`, `latent_avg`) are the initializer names of the
 exported fp32 graphs, which is how the torch backend rebuilds them from a bundle.
-The uint8 casts come first and last, and all arithmetic runs in float: TensorRT accepts uint8 only at casts.
+The wire-format conversions are `latcomp.nets.tensors`' (uint8 casts first and last, float arithmetic between,
+as TensorRT accepts uint8 only at casts), the same functions training and evaluation use.
 """
 
 from __future__ import annotations
@@ -14,28 +15,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..nets.tensors import images_from_uint8, images_to_uint8, masks_from_uint8
+
 
 def average_latent(generator: nn.Module) -> torch.Tensor:
     """The latent truncation 0 leads to: StyleGAN2's mean w broadcast to w+, ProGAN's origin. [*L]"""
     with torch.no_grad():
         z = torch.zeros(1, generator.z_dim, device=next(generator.parameters()).device)
         return generator.sample_latent(z, truncation=0.0)[0].detach().clone()
-
-
-def images_from_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
-    return images.float().permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
-def masks_from_uint8(masks: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, 1], >= 128 = known -> float [N, 1, H, W] in {0, 1}."""
-    return (masks.float().permute(0, 3, 1, 2) >= 128.0).float()
-
-
-def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [N, 3, H, W], nominally [-1, 1] -> uint8 [N, H, W, 3] (clamped, rounded half to even)."""
-    levels = torch.round((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5)
-    return levels.permute(0, 2, 3, 1).to(torch.uint8)
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

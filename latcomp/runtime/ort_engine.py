@@ -1,8 +1,9 @@
 """The onnxruntime backend: the bundle's graphs on the best execution providers present.
 
 Sessions run with every graph optimisation (which also folds the parameter arithmetic the graphs keep),
-sequential execution, memory patterns and one intra-op thread per physical core. On CUDA, inputs go through
-IO binding into device buffers kept per shape and thread, so a steady stream of batches allocates nothing.
+sequential execution, memory patterns and one intra-op thread per physical core (or `threads`). Providers
+are chosen per device (`providers_for`) unless the caller names them. On CUDA, inputs go through IO binding
+into device buffers kept per shape and thread, so a steady stream of batches allocates nothing.
 The composer session opens with the engine (errors show at once); generator and sampler on first use.
 """
 
@@ -18,6 +19,7 @@ from .bundle import Bundle, BundleError
 from .engine import Engine, device_index
 
 CACHE_DIR = Path(os.environ.get("LATCOMP_CACHE_DIR", Path.home() / ".cache" / "latcomp"))
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # the automatic choice's order
 
 
 def physical_cores() -> int:
@@ -36,55 +38,106 @@ def physical_cores() -> int:
     return max(1, allowed // threads_per_core)
 
 
-def session_options():
+def session_options(threads: int | None = None):
+    """Session options of every graph: `threads` intra-op threads (None: one per physical core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_mem_pattern = True
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = physical_cores() if threads is None else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only; the engine checks which providers it really got
     return options
 
 
-def providers_for(bundle: Bundle, graph: str, device: str, fp16: bool, max_batch: int) -> list:
-    """Providers (with options) for one graph: TensorRT EP, CUDA EP, then CPU on CUDA; CPU on "cpu"."""
+def check_threads(threads: int | None) -> int | None:
+    """`threads` if None or a positive int (0 would silently mean onnxruntime's default), else ValueError."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads
+
+
+def check_providers(providers: list[str] | None, device: str) -> list[str] | None:
+    """`providers` as a list when onnxruntime has each of them and they fit `device`, else ValueError.
+
+    A GPU provider (TensorRT or CUDA EP) on "cpu" and a list without one on a CUDA device are refused, as
+    either would run the graphs somewhere other than the device asked for.
+    """
+    if providers is None:
+        return None
+    if isinstance(providers, str) or not all(isinstance(name, str) for name in providers):
+        raise ValueError(f"providers must be a list of provider names, got {providers!r}")
+    providers = list(providers)
     import onnxruntime as ort
 
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
     available = ort.get_available_providers()
+    missing = [name for name in providers if name not in available]
+    if missing:
+        raise ValueError(f"providers={providers!r}: this onnxruntime has no {', '.join(missing)} (it has "
+                         f"{', '.join(available)})")
+    if not providers or len(set(providers)) != len(providers):
+        raise ValueError(f"providers={providers!r}: name each provider once, at least one")
+    on_gpu = [name for name in providers if name in GPU_PROVIDERS]
+    if device == "cpu" and on_gpu:
+        raise ValueError(f"providers={providers!r}: {', '.join(on_gpu)} cannot serve device cpu")
+    if device != "cpu" and not on_gpu:
+        raise ValueError(f"providers={providers!r}: device {device} needs {' or '.join(GPU_PROVIDERS)}")
+    return providers
+
+
+def _with_options(name: str, bundle: Bundle, graph: str, device: str, fp16: bool, max_batch: int):
+    """A provider entry for InferenceSession: (name, options) for the GPU providers, else the name."""
     index = device_index(device)
-    chosen: list = []
-    if "TensorrtExecutionProvider" in available:
+    if name == "TensorrtExecutionProvider":
         # one optimisation profile covering batch 1..max_batch, and engines cached across runs
         inputs = bundle.manifest["graphs"][graph]["inputs"]
 
         def profile(batch: int) -> str:
-            return ",".join(f"{name}:" + "x".join(str(batch if d == "N" else d) for d in spec["shape"])
-                            for name, spec in inputs.items())
+            return ",".join(f"{tensor}:" + "x".join(str(batch if d == "N" else d) for d in spec["shape"])
+                            for tensor, spec in inputs.items())
 
-        chosen.append(("TensorrtExecutionProvider", {
+        return (name, {
             "device_id": index, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(CACHE_DIR / "ort-tensorrt"), "trt_timing_cache_enable": True,
             "trt_profile_min_shapes": profile(1), "trt_profile_opt_shapes": profile(max_batch),
             "trt_profile_max_shapes": profile(max_batch),
-        }))
-    if "CUDAExecutionProvider" in available:
-        chosen.append(("CUDAExecutionProvider", {"device_id": index}))
-    if not chosen:
-        raise RuntimeError(f"device {device}: this onnxruntime has no CUDA or TensorRT provider "
-                           f"(it has {', '.join(available)}); install onnxruntime-gpu")
-    return [*chosen, "CPUExecutionProvider"]
+        })
+    if name == "CUDAExecutionProvider":
+        return (name, {"device_id": index})
+    return name
+
+
+def providers_for(bundle: Bundle, graph: str, device: str, fp16: bool, max_batch: int,
+                  providers: list[str] | None = None) -> list:
+    """Providers (with options) for one graph: `providers` in their order when given (see check_providers),
+    else TensorRT EP, CUDA EP, then CPU on CUDA and CPU alone on "cpu"."""
+    if providers is None:
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = [name for name in GPU_PROVIDERS if name in available]
+        if not providers:
+            raise RuntimeError(f"device {device}: this onnxruntime has no CUDA or TensorRT provider "
+                               f"(it has {', '.join(available)}); install onnxruntime-gpu")
+        providers.append("CPUExecutionProvider")
+    return [_with_options(name, bundle, graph, device, fp16, max_batch) for name in providers]
 
 
 class OrtEngine(Engine):
     backend = "ort"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", precision: str = "auto",
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, providers: list[str] | None = None,
+                 threads: int | None = None):
+        """`providers`: onnxruntime's providers in order of preference, replacing the automatic choice
+        (ValueError when onnxruntime lacks one or they do not fit the device); `threads`: intra-op threads
+        per session (None: one per physical core)."""
+        self._providers = check_providers(providers, device)
+        self._threads = check_threads(threads)
         if precision == "auto":
             precision = "fp16" if device != "cpu" and bundle.has_graph("composer_fp16") else "fp32"
         if precision not in ("fp32", "fp16"):
@@ -108,9 +161,10 @@ class OrtEngine(Engine):
             if graph not in self._sessions:
                 name = "composer_fp16" if graph == "composer" and self.precision == "fp16" else graph
                 providers = providers_for(self.bundle, name, self.device, self.precision == "fp16",
-                                          self.max_batch)
+                                          self.max_batch, self._providers)
                 self._sessions[graph] = ort.InferenceSession(str(self.bundle.graph_path(name)),
-                                                             session_options(), providers=providers)
+                                                             session_options(self._threads),
+                                                             providers=providers)
             return self._sessions[graph]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

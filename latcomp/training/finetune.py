@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..data.folder import resize_center_crop, to_rgb
 from ..data.masks import MaskMixture
 from ..nets import save
-from ..nets.tensors import images_to_tensor, masks_to_tensor
+from ..nets.tensors import images_from_uint8, masks_from_uint8
 from .configs import FinetuneConfig
 from .losses import LossBatch, LossSetup, Objective, masked_mean
 from .regressor import BETAS, load_generator, load_regressor
@@ -57,9 +57,9 @@ def finetune(config: FinetuneConfig, quiet: bool = False) -> dict[str, float]:
     generator = load_generator(config.generator, config.arch).to(device)
     regressor = load_regressor(config.regressor, generator).to(device).eval()
     size = generator.resolution
-    image = images_to_tensor(read_image(config.image, size)[None]).to(device)  # [1, 3, R, R]
+    image = images_from_uint8(read_image(config.image, size)[None]).to(device)  # [1, 3, R, R]
     known = read_mask(config.mask, size) if config.mask else np.full((size, size), 255, np.uint8)
-    valid = masks_to_tensor(known[None]).to(device)  # [1, 1, R, R]
+    valid = masks_from_uint8(known[None]).to(device)  # [1, 1, R, R]
     mixture = MaskMixture.from_spec(config.masks)
     mixture.probabilities(with_parts=False)  # a real photo has no part map
     setup = LossSetup(generator.arch, device, tuple(config.lpips_weights))
@@ -79,7 +79,7 @@ def finetune(config: FinetuneConfig, quiet: bool = False) -> dict[str, float]:
     for step in tqdm(range(config.steps), disable=quiet, unit="step", desc="finetune"):
         rngs = [np.random.default_rng([config.seed, step, i]) for i in range(config.batch_size)]
         fresh = [mixture(rng, size) for rng in rngs]
-        masks = masks_to_tensor(np.stack(fresh)).to(device) * batch_valid  # hide nothing the image lacks
+        masks = masks_from_uint8(np.stack(fresh)).to(device) * batch_valid  # hide nothing the image lacks
         pred = regressor(regressor.make_input(batch_image, masks))
         loss, values = objective(LossBatch(pred, None, generator(pred), batch_image, batch_valid))
         optim.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..imaging import grid, save_png
 from ..nets import StyleGAN2Generator, save
 from ..nets.discriminator import Discriminator
-from ..nets.tensors import images_to_tensor, tensor_to_images
+from ..nets.tensors import images_from_uint8, images_to_numpy
 from .checkpoints import load_checkpoint, restore_rng_states, rng_states, save_atomic
 from .configs import GANConfig
 from .data_source import ImageSource, open_source
@@ -81,7 +81,7 @@ class GANTrainer:
         z = torch.from_numpy(rng.standard_normal((2, n, self.config.style_dim), dtype=np.float32))
         cut = torch.from_numpy(rng.integers(1, self.generator.n_latent, n))
         mixing = torch.from_numpy(rng.random(n) < self.config.mixing)
-        return (images_to_tensor(real).to(self.device), z[0].to(self.device), z[1].to(self.device),
+        return (images_from_uint8(real).to(self.device), z[0].to(self.device), z[1].to(self.device),
                 cut.to(self.device), mixing.to(self.device))
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -132,7 +132,7 @@ class GANTrainer:
         z = torch.from_numpy(np.random.default_rng(seed).standard_normal((count, self.config.style_dim),
                                                                           dtype=np.float32))
         images = self.ema(self.ema.sample_latent(z.to(self.device), truncation))
-        return grid(tensor_to_images(images), columns=int(np.sqrt(count)))
+        return grid(images_to_numpy(images), columns=int(np.sqrt(count)))
 
     def save(self) -> None:
         state = {

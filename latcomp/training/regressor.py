@@ -32,7 +32,7 @@ from ..data.folder import ImageFolder
 from ..data.masks import MaskMixture, paper_mask
 from ..imaging import gray_to_rgb, grid, save_png
 from ..nets import CheckpointError, ProGANEncoder, StyleGANEncoder, load, save
-from ..nets.tensors import images_to_tensor, masks_to_tensor, tensor_to_images
+from ..nets.tensors import images_from_uint8, images_to_numpy, masks_from_uint8
 from .checkpoints import load_checkpoint, restore_rng_states, rng_states, save_atomic
 from .configs import RegressorConfig
 from .logbook import Logbook
@@ -219,8 +219,8 @@ class RegressorTrainer:
             mask_rng = np.random.default_rng([config.seed, step, self.rank, MASK_STREAM, i])
             part_map = parts[i - n_generated] if parts is not None and i >= n_generated else None
             masks.append(self.mixture(mask_rng, self.resolution, part_map))
-        real = images_to_tensor(real).to(self.device) if real is not None else None
-        return z.to(self.device), real, masks_to_tensor(np.stack(masks)).to(self.device)
+        real = images_from_uint8(real).to(self.device) if real is not None else None
+        return z.to(self.device), real, masks_from_uint8(np.stack(masks)).to(self.device)
 
     @torch.no_grad()
     def _generate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +264,7 @@ class RegressorTrainer:
         shape = (self.config.val_size, self.generator.z_dim)
         z = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
         masks = np.stack([paper_mask(rng, self.resolution) for _ in range(self.config.val_size)])
-        return z, masks_to_tensor(masks)
+        return z, masks_from_uint8(masks)
 
     @torch.no_grad()
     def validate(self) -> tuple[dict[str, float], np.ndarray]:
@@ -295,8 +295,8 @@ class RegressorTrainer:
     def _sample_grid(rows: list) -> np.ndarray:
         """One row per sample: input (hole grey), mask, reconstruction, target."""
         shown, masks, recons, targets = (torch.cat(parts)[:SAMPLE_ROWS] for parts in zip(*rows, strict=True))
-        columns = [tensor_to_images(shown), gray_to_rgb((masks[:, 0] * 255).byte().cpu().numpy()),
-                   tensor_to_images(recons), tensor_to_images(targets)]
+        columns = [images_to_numpy(shown), gray_to_rgb((masks[:, 0] * 255).byte().cpu().numpy()),
+                   images_to_numpy(recons), images_to_numpy(targets)]
         return grid(np.stack(columns, axis=1).reshape(-1, *columns[0].shape[1:]), columns=4)
 
     # ---- outputs ----
