@@ -76,6 +76,10 @@ class TorchEngine(Engine):
         for module in (self._composer, self._decoder, self._sampler):
             module.to(self._device).eval()
 
+    @property
+    def composer(self):  # the eager Composer (generator, regressor, latent_avg), for latcomp.eval
+        return self._composer
+
     def _context(self):
         torch = self._torch
         stack = contextlib.ExitStack()
