@@ -91,9 +91,16 @@ def _resample_rows(array: np.ndarray, n_out: int) -> np.ndarray:
 
 
 def _resize_float(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 [height, width, C] from uint8/float [H, W, C], separably: rows, then columns."""
-    rows = _resample_rows(array, height)  # [height, W, C]
-    return _resample_rows(rows.swapaxes(0, 1), width).swapaxes(0, 1)  # [height, width, C]
+    """float32 [height, width, C] from uint8/float [H, W, C], separably, one axis after the other.
+
+    The axis whose pass leaves the smaller intermediate goes first: rows first on a 1 x 16M canvas
+    would grow it to R x 16M floats (GBs) before the columns shrink it.
+    """
+    if height * array.shape[1] <= array.shape[0] * width:
+        rows = _resample_rows(array, height)  # [height, W, C]
+        return _resample_rows(rows.swapaxes(0, 1), width).swapaxes(0, 1)  # [height, width, C]
+    columns = _resample_rows(array.swapaxes(0, 1), width)  # [width, H, C]
+    return _resample_rows(columns.swapaxes(0, 1), height)  # [height, width, C]
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:

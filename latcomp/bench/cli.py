@@ -1,4 +1,5 @@
-"""`latcomp bench engine | serve`: the benchmarks' command line (handlers import what they need when run)."""
+"""`latcomp bench engine | serve | soak`: the benchmarks' command line (handlers import what they need when
+run)."""
 
 from __future__ import annotations
 
@@ -276,16 +277,112 @@ def _add_serve(bench) -> None:
     serve.set_defaults(run=cmd_serve)
 
 
+# ---- soak -----------------------------------------------------------------------------------------------
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from ..runtime import BundleError
+    from . import report
+    from .soak import SoakConfig, run_soak, soak_markdown
+
+    if args.target and args.bundle:
+        print(
+            "latcomp bench soak: give either BUNDLE (to start a server) or --target, not both",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = SoakConfig(
+            target=args.target,
+            bundle=args.bundle,
+            metrics_url=args.metrics_url,
+            pid=args.pid,
+            duration=args.duration,
+            load_fraction=args.load_fraction,
+            peak_seconds=args.peak_seconds,
+            peak_concurrency=args.peak_concurrency,
+            rpc=args.rpc,
+            payload=args.payload,
+            timeout=args.timeout,
+            token=_token(args),
+            tls_ca=args.tls_ca,
+            backend=args.backend,
+            device=args.device,
+            precision=args.precision,
+            max_batch=args.max_batch,
+            max_delay_ms=args.max_delay_ms,
+        )
+        result = run_soak(config, report.Progress("bench soak", enabled=not args.quiet))
+    except (BundleError, ValueError, OSError, RuntimeError) as error:
+        print(f"latcomp bench soak: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # e.g. grpc's AioRpcError when the target cannot be reached
+        print(f"latcomp bench soak: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    markdown = soak_markdown(result)
+    print(markdown, end="")
+    if args.json:
+        report.write_json(args.json, result)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if not result["soak"]["errors"] else 1
+
+
+def _add_soak(bench) -> None:
+    soak = bench.add_parser(
+        "soak",
+        help="steady open-loop load at a fraction of the measured peak: errors, latency, server memory",
+        description="Measure the peak (closed loop, --peak-concurrency workers for --peak-seconds), then "
+        "hold --load-fraction of it with Poisson arrivals for --duration seconds. Reports requests sent, "
+        "errors by gRPC status, p50/p99 latency and the server process's resident memory (VmRSS from "
+        "/proc/PID/status) before and after, with its trend. Without --target it serves BUNDLE itself on "
+        "127.0.0.1 in a subprocess. Exit status 0 when the soak had no errors, 1 otherwise.",
+    )
+    soak.add_argument("bundle", nargs="?", help="bundle to serve on 127.0.0.1 (default: the shipped bundle)")
+    soak.add_argument("--target", metavar="HOST:PORT", help="a running latcomp server to load instead")
+    soak.add_argument("--metrics-url", metavar="URL", help="the target's Prometheus endpoint (server counts)")
+    soak.add_argument("--pid", type=int, help="the target's process id on this machine (its memory)")
+    soak.add_argument("--duration", type=float, default=60.0, help="seconds of steady load (default 60)")
+    soak.add_argument(
+        "--load-fraction", type=float, default=0.8, help="steady rate as a fraction of the peak (default 0.8)"
+    )
+    soak.add_argument(
+        "--peak-seconds", type=float, default=10.0, help="seconds measuring the peak (default 10)"
+    )
+    soak.add_argument(
+        "--peak-concurrency", type=int, default=16, help="closed-loop workers measuring the peak (default 16)"
+    )
+    soak.add_argument("--rpc", choices=RPCS, default="inpaint", help="default inpaint")
+    soak.add_argument("--payload", choices=PAYLOADS, default="raw", help="default raw")
+    soak.add_argument("--timeout", type=float, default=10.0, help="deadline per RPC in seconds (default 10)")
+    auth = soak.add_argument_group("authentication and TLS")
+    auth.add_argument("--token", help="bearer token (default: env LATCOMP_AUTH_TOKEN)")
+    auth.add_argument("--auth-token-file", help="file holding the bearer token")
+    auth.add_argument("--tls-ca", help="CA certificate to reach a TLS target")
+    own = soak.add_argument_group("the benchmark's own server (without --target)")
+    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
+    own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
+    own.add_argument("--max-delay-ms", type=float, help="longest wait for a batch to fill")
+    soak.add_argument(
+        "--json", metavar="PATH", help="write the full result (with the memory timeline) as JSON"
+    )
+    soak.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    soak.set_defaults(run=cmd_soak)
+
+
 def register(commands) -> None:
     bench = commands.add_parser(
         "bench",
-        help="benchmarks: engine (per backend and batch size) and serve (end-to-end gRPC load)",
+        help="benchmarks: engine (per backend and batch size), serve (end-to-end gRPC load) and soak",
         description="Benchmarks with JSON, Markdown and PNG reports: `latcomp bench engine` measures the "
-        "engines side by side, `latcomp bench serve` loads a gRPC server.",
+        "engines side by side, `latcomp bench serve` loads a gRPC server, `latcomp bench soak` holds a "
+        "steady load on one for a long time.",
     )
     subcommands = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
     _add_engine(subcommands)
     _add_serve(subcommands)
+    _add_soak(subcommands)
 
     def show_help(_args: argparse.Namespace) -> int:
         bench.print_help()

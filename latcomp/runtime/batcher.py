@@ -56,7 +56,7 @@ class Timing:
     batch_size: int  # requests in that engine call
 
 
-@dataclass
+@dataclass(eq=False)  # identity: _forget's deque.remove must never compare payloads (numpy arrays)
 class _Request:
     kind: str  # "run" | "generate" | "sample"
     payload: tuple
@@ -136,16 +136,25 @@ class Batcher:
             "queue_depth": self.queue_depth,
         }
 
-    async def close(self) -> None:
-        """Refuses new requests, finishes the queued and running ones, then stops the worker."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Refuses new requests, finishes the queued and running ones, then stops the worker.
+
+        With a timeout (seconds), a hung engine cannot hold the caller (a draining server) past it: the
+        requests still queued then fail with BatcherClosed and a running engine call is abandoned.
+        """
         self._closed = True
-        while self._queue or self._inflight:
+        end = None if timeout is None else time.monotonic() + timeout
+        while (self._queue or self._inflight) and (end is None or time.monotonic() < end):
             self._kick()
             await asyncio.sleep(0.005)
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(BatcherClosed("the batcher closed before the request ran"))
+        self._queue.clear()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=not self._inflight)
 
     # ---- admission ----------------------------------------------------------------------------------
 
@@ -289,4 +298,7 @@ class Batcher:
             seeds = [p[0] for p in payloads]
             truncation = np.array([p[1] for p in payloads], np.float32)
             outputs = self.engine.sample(seeds, truncation)
+        sizes = [len(output) for output in outputs]
+        if any(size != len(payloads) for size in sizes):  # else some requests would wait forever
+            raise RuntimeError(f"the engine returned {sizes} results for a batch of {len(payloads)}")
         return outputs, started, time.monotonic()

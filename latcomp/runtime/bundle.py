@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 FORMAT = "latcomp-bundle"
 FORMAT_VERSION = 1
@@ -63,6 +63,15 @@ class Bundle:
         return self.path / self.manifest["graphs"][graph]["file"]
 
 
+def _inside(relative) -> bool:
+    """Whether a path from the manifest names something inside the bundle directory (relative, no '..'):
+    symbolic links that lead outside are refused when the files are verified."""
+    if not isinstance(relative, str) or not relative:
+        return False
+    path = PurePosixPath(relative)
+    return not path.is_absolute() and ".." not in path.parts and not PureWindowsPath(relative).drive
+
+
 def _load_manifest(path: Path) -> dict:
     manifest_path = path / MANIFEST
     if not path.is_dir():
@@ -84,6 +93,12 @@ def _load_manifest(path: Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{manifest_path}: missing keys {', '.join(missing)}")
+    named = [*manifest["files"], *(graph["file"] for graph in manifest["graphs"].values()),
+             *(plan.get("file") for plan in manifest.get("plans") or [])]
+    outside = [repr(name) for name in named if not _inside(name)]
+    if outside:  # checked even when the files are not verified: nothing may be read from outside
+        raise BundleError(f"{manifest_path}: {', '.join(outside)} lie outside the bundle (paths in the "
+                          "manifest are relative to it, without '..')")
     unlisted = [graph["file"] for graph in manifest["graphs"].values()
                 if graph["file"] not in manifest["files"]]
     if unlisted:

@@ -24,6 +24,7 @@ from .. import compose
 from .proto import pb
 
 DECODERS = ("PNG", "JPEG", "WEBP")
+JPEG_MAX_SIDE = 65535  # the JPEG format's own limit
 DEFAULT_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_LAYERS = 64
 
@@ -188,6 +189,15 @@ def output_spec(options: Any) -> OutputSpec:
         canvas_size=options.size == pb.OUTPUT_SIZE_CANVAS,
         feather=feather,
     )
+
+
+def check_output_size(spec: OutputSpec, height: int, width: int) -> None:
+    """Refuses, before any work, an output size the requested format cannot hold."""
+    if spec.format == pb.IMAGE_FORMAT_JPEG and max(height, width) > JPEG_MAX_SIDE:
+        raise InvalidArgument(
+            f"output.format: JPEG holds at most {JPEG_MAX_SIDE} pixels a side, the output would be "
+            f"{width}x{height} (ask for PNG or RAW)"
+        )
 
 
 # ---- server: encoding ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import hmac
 import inspect
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -344,7 +345,9 @@ class ComposerServer:
                     break
             await asyncio.sleep(0.01)
         await self._server.stop(max(0.0, end - time.monotonic()))
-        await self.batcher.close()
+        await self.batcher.close(max(0.0, end - time.monotonic()))  # a hung engine cannot outlast grace
+        if self.batcher.inflight:
+            log.error("an engine call is still running after the grace period; it is abandoned")
         self.metrics.stop_http()
         self._io.shutdown(wait=False)
         self.state = "stopped"
@@ -486,6 +489,8 @@ class ComposerServer:
         else:
             layers = [codec.decode_inpaint(request, self.limits)]
         canvas, canvas_mask = compose.paste_layers(layers)
+        if spec.canvas_size:
+            codec.check_output_size(spec, *canvas.shape[:2])
         image, mask = compose.to_model(canvas, canvas_mask, self.engine.resolution)
         return _Job(kind, spec, image, mask, canvas, canvas_mask)
 
@@ -574,6 +579,11 @@ async def _serve(config: ServerConfig, engine: Any) -> int:
     if not warm.done():
         warm.cancel()
     await server.drain()
+    if server.batcher.inflight:
+        # A hung engine call: its thread cannot be stopped, and joining it at exit (or closing the engine
+        # under it) would hang, so the process exits now; accepted requests were lost: status 1.
+        logging.shutdown()
+        os._exit(1)
     return status
 
 
