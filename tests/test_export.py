@@ -177,9 +177,13 @@ def test_cli_export_end_to_end(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(json.dumps({"val_loss": 0.25}))
     pair = ["--generator", str(tmp_path / "g.safetensors"), "--regressor", str(tmp_path / "e.safetensors")]
     code = main(["export", *pair, "--out", str(tmp_path / "out"), "--no-fp16", "--max-batch", "4",
-                 "--metrics", str(tmp_path / "metrics.json")])
+                 "--metrics", str(tmp_path / "metrics.json"), "--triton", str(tmp_path / "triton"),
+                 "--triton-kind", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert "parity composer:" in capsys.readouterr().out
+    config = (tmp_path / "triton" / "composer" / "config.pbtxt").read_text()
+    assert "max_batch_size: 4" in config and "KIND_CPU" in config
+    assert (tmp_path / "triton" / "composer" / "1" / "model.onnx").is_file()
     with open_bundle(tmp_path / "out") as engine:
         assert (engine.name, engine.max_batch, engine.resolution) == ("out", 4, 32)
         assert engine.manifest["provenance"]["training"] == {"val_loss": 0.25}

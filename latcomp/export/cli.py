@@ -7,9 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-# as in latcomp.nets.checkpoint, repeated so that registering the command imports no torch
-GENERATOR_ARCHS = ("stylegan2", "progan")
-REGRESSOR_ARCHS = ("progan-encoder", "stylegan-encoder")
+from ..archs import ENCODER_ARCHS, GENERATOR_ARCHS
 
 
 def _load_pair(args: argparse.Namespace):
@@ -52,6 +50,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"latcomp export: {error}", file=sys.stderr)
         return 2
     print(_summary(path, json.loads((path / "latcomp.json").read_text())))
+    if args.triton:
+        from .triton import write_triton_repository
+
+        model = write_triton_repository(path, args.triton, max_batch=args.max_batch,
+                                        instances=args.triton_instances, kind=args.triton_kind)
+        print(f"wrote the Triton model repository entry {model}")
     return 0
 
 
@@ -72,10 +76,17 @@ def register(commands) -> None:
     export.add_argument("--max-batch", type=int, default=16, help="engines' batch limit (default: 16)")
     export.add_argument("--no-fp16", action="store_true", help="skip the FP16 composer graph")
     export.add_argument("--arch-generator", choices=GENERATOR_ARCHS, help="default: detected from the keys")
-    export.add_argument("--arch-regressor", choices=REGRESSOR_ARCHS, help="default: detected from the keys")
+    export.add_argument("--arch-regressor", choices=ENCODER_ARCHS, help="default: detected from the keys")
     export.add_argument("--resolution", type=int,
                         help="generator resolution a ProGAN encoder was trained for "
                         "(default: the generator's)")
     export.add_argument("--metrics", help="JSON file of training metrics to record in the provenance")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
+    export.add_argument("--triton", metavar="DIR",
+                        help="also write a Triton model repository for the bundle (DIR/composer: "
+                        "config.pbtxt with dynamic batching, the ONNX composer and its weights)")
+    export.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
+                        help="Triton instance kind; gpu adds the TensorRT FP16 accelerator (default: gpu)")
+    export.add_argument("--triton-instances", type=int, default=1,
+                        help="model instances per device in the Triton config (default: 1)")
     export.set_defaults(run=cmd_export)
