@@ -420,31 +420,40 @@ def _check_config(config: ServeBenchConfig) -> None:
         raise ValueError(f"rate must be > 0 requests/s, got {config.rate}")
 
 
-async def _run(config: ServeBenchConfig, target: str, metrics_url: str | None, progress) -> dict:
+def open_channel(target: str, tls_ca: str | None):
+    """An asyncio channel to `target` (TLS when a CA file is given) that carries large raw images."""
+    import grpc
+
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    if tls_ca:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+async def fetch_model_info(stub, target: str, timeout: float, metadata) -> dict:
+    """GetModelInfo as a dict; a RuntimeError naming the target and status when the server refuses."""
     import grpc
 
     from ..service.client import model_info_dict
-    from ..service.proto import ComposerStub, pb
+    from ..service.proto import pb
 
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    if config.tls_ca:
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(config.tls_ca).read_bytes())
-        channel = grpc.aio.secure_channel(target, credentials, options=options)
-    else:
-        channel = grpc.aio.insecure_channel(target, options=options)
+    try:
+        reply = await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        raise RuntimeError(f"{target}: GetModelInfo failed: {error.code().name}: {error.details()}") from None
+    return model_info_dict(reply)
+
+
+async def _run(config: ServeBenchConfig, target: str, metrics_url: str | None, progress) -> dict:
+    from ..service.proto import ComposerStub
+
+    channel = open_channel(target, config.tls_ca)
     metadata = (("authorization", f"Bearer {config.token}"),) if config.token else ()
     runs = []
     async with channel:
         stub = ComposerStub(channel)
-        try:
-            reply = await stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=config.timeout, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise RuntimeError(
-                f"{target}: GetModelInfo failed: {error.code().name}: {error.details()}"
-            ) from None
-        info = model_info_dict(reply)
+        info = await fetch_model_info(stub, target, config.timeout, metadata)
         loads = {}
         for rpc in config.rpcs:
             for payload in config.payloads:

@@ -33,6 +33,8 @@ from .serve_bench import (
     batch_histogram,
     build_requests,
     closed_loop,
+    fetch_model_info,
+    open_channel,
     open_loop,
     scrape,
     status_counts,
@@ -111,29 +113,13 @@ def _trend(samples: list[list]) -> float | None:
 
 
 async def _soak(config: SoakConfig, target: str, metrics_url: str | None, pid: int | None, progress) -> dict:
-    import grpc
+    from ..service.proto import ComposerStub
 
-    from ..service.client import model_info_dict
-    from ..service.proto import ComposerStub, pb
-
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    if config.tls_ca:
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(config.tls_ca).read_bytes())
-        channel = grpc.aio.secure_channel(target, credentials, options=options)
-    else:
-        channel = grpc.aio.insecure_channel(target, options=options)
+    channel = open_channel(target, config.tls_ca)
     metadata = (("authorization", f"Bearer {config.token}"),) if config.token else ()
     async with channel:
         stub = ComposerStub(channel)
-        try:
-            reply = await stub.GetModelInfo(
-                pb.GetModelInfoRequest(), timeout=config.timeout, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise RuntimeError(
-                f"{target}: GetModelInfo failed: {error.code().name}: {error.details()}"
-            ) from None
-        info = model_info_dict(reply)
+        info = await fetch_model_info(stub, target, config.timeout, metadata)
         requests = build_requests(config.rpc, config.payload, info["resolution"], seed=config.seed)
         method = getattr(stub, config.rpc.capitalize())
         warm = Load(method, requests, config.timeout, metadata)
