@@ -24,6 +24,7 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from reliability.support import wait_for_port
 
 from latcomp import compose
 from latcomp.service import codec, proto
@@ -502,7 +503,7 @@ def test_sigterm_under_load_loses_no_accepted_request(bundle, tmp_path):
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        port = _wait_for_port(log_path, process)
+        port = wait_for_port(log_path, process)
         target = f"127.0.0.1:{port}"
         with Client(target) as probe:
             probe.wait_ready(60)
@@ -546,17 +547,6 @@ def test_sigterm_under_load_loses_no_accepted_request(bundle, tmp_path):
     assert finished_after, "no request was in flight at SIGTERM"
     assert "draining" in log_text and "stopped" in log_text
     print(f"SIGTERM: {len(finished_after)} in-flight requests completed after the signal; refused: {after}")
-
-
-def _wait_for_port(log_path: Path, process: subprocess.Popen, timeout: float = 60.0) -> int:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        match = re.search(r"on 127\.0\.0\.1:(\d+)", log_path.read_text())
-        if match:
-            return int(match.group(1))
-        assert process.poll() is None, log_path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"server did not start:\n{log_path.read_text()}")
 
 
 # ---- packaging ------------------------------------------------------------------------------------------
