@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-
 import grpc
 import numpy as np
 import pytest
+from reliability.support import self_signed
 
 from latcomp.service import proto
 from latcomp.service.cli import server_info
@@ -24,43 +22,6 @@ def engine(small_bundle):
 
     with open_bundle(small_bundle, backend="ort") as engine:
         yield engine
-
-
-def _self_signed(directory, stem: str):
-    """A self-signed certificate for localhost / 127.0.0.1 and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 def _every_rpc(client: Client, size: int) -> dict:
@@ -112,8 +73,8 @@ def test_token_auth_on_every_rpc(engine):
 
 
 def test_tls_with_a_self_signed_certificate(engine, tmp_path):
-    cert, key = _self_signed(tmp_path, "server")
-    other_ca, _ = _self_signed(tmp_path, "other")
+    cert, key = self_signed(tmp_path, "server")
+    other_ca, _ = self_signed(tmp_path, "other")
     config = ServerConfig(host="127.0.0.1", port=0, tls_cert=str(cert), tls_key=str(key), auth_token=TOKEN)
     with ServerThread(engine, config) as server:
         target = f"localhost:{server.port}"
@@ -135,6 +96,6 @@ def test_tls_with_a_self_signed_certificate(engine, tmp_path):
 
 
 def test_tls_needs_both_files(engine, tmp_path):
-    cert, _ = _self_signed(tmp_path, "server")
+    cert, _ = self_signed(tmp_path, "server")
     with pytest.raises(ValueError, match="certificate and a key"):
         ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, tls_cert=str(cert)))

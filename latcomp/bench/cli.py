@@ -153,6 +153,17 @@ def _token(args: argparse.Namespace) -> str | None:
     return args.token or os.environ.get("LATCOMP_AUTH_TOKEN") or None
 
 
+def _connection(args: argparse.Namespace) -> dict:
+    """The settings `bench serve` and `bench soak` share: which server (a target, or a bundle to start one
+    on), how to reach it, and the started server's engine options."""
+    return {
+        "target": args.target, "bundle": args.bundle, "metrics_url": args.metrics_url,
+        "timeout": args.timeout, "token": _token(args), "tls_ca": args.tls_ca, "backend": args.backend,
+        "device": args.device, "precision": args.precision, "max_batch": args.max_batch,
+        "max_delay_ms": args.max_delay_ms,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..runtime import BundleError
     from . import report
@@ -166,9 +177,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         config = ServeBenchConfig(
-            target=args.target,
-            bundle=args.bundle,
-            metrics_url=args.metrics_url,
             concurrency=args.concurrency,
             requests=args.requests,
             duration=args.duration,
@@ -176,14 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             payloads=args.payload,
             rpcs=args.rpc,
             warmup=args.warmup,
-            timeout=args.timeout,
-            token=_token(args),
-            tls_ca=args.tls_ca,
-            backend=args.backend,
-            device=args.device,
-            precision=args.precision,
-            max_batch=args.max_batch,
-            max_delay_ms=args.max_delay_ms,
+            **_connection(args),
         )
         result = run_serve_bench(config, report.Progress("bench serve", enabled=not args.quiet))
     except (BundleError, ValueError, OSError, RuntimeError) as error:
@@ -293,9 +294,6 @@ def cmd_soak(args: argparse.Namespace) -> int:
         return 2
     try:
         config = SoakConfig(
-            target=args.target,
-            bundle=args.bundle,
-            metrics_url=args.metrics_url,
             pid=args.pid,
             duration=args.duration,
             load_fraction=args.load_fraction,
@@ -303,14 +301,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
             peak_concurrency=args.peak_concurrency,
             rpc=args.rpc,
             payload=args.payload,
-            timeout=args.timeout,
-            token=_token(args),
-            tls_ca=args.tls_ca,
-            backend=args.backend,
-            device=args.device,
-            precision=args.precision,
-            max_batch=args.max_batch,
-            max_delay_ms=args.max_delay_ms,
+            **_connection(args),
         )
         result = run_soak(config, report.Progress("bench soak", enabled=not args.quiet))
     except (BundleError, ValueError, OSError, RuntimeError) as error:

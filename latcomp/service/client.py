@@ -183,15 +183,18 @@ def model_info_dict(info: Any) -> dict:
 # ---- channels -------------------------------------------------------------------------------------------
 
 
-def _channel_args(target: str, tls_ca: str | Path | bool | None, max_message_mb: float):
+def _open_channel(channels, target: str, tls_ca: str | Path | bool | None, max_message_mb: float):
+    """A channel from `channels` (the grpc module, or grpc.aio) with TLS when `tls_ca` is set: a CA file,
+    or True for the system's roots."""
     options = [
         ("grpc.max_receive_message_length", int(max_message_mb * 1024 * 1024)),
         ("grpc.max_send_message_length", int(max_message_mb * 1024 * 1024)),
     ]
     if tls_ca is None or tls_ca is False:
-        return None, options
-    roots = None if tls_ca is True else Path(tls_ca).read_bytes()  # True: the system's roots
-    return grpc.ssl_channel_credentials(root_certificates=roots), options
+        return channels.insecure_channel(target, options=options)
+    roots = None if tls_ca is True else Path(tls_ca).read_bytes()
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    return channels.secure_channel(target, credentials, options=options)
 
 
 class _Base:
@@ -216,11 +219,7 @@ class Client(_Base):
         max_message_mb: float = 64.0,
     ):
         super().__init__(target, token, timeout)
-        credentials, options = _channel_args(target, tls_ca, max_message_mb)
-        if credentials is None:
-            self.channel = grpc.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.secure_channel(target, credentials, options=options)
+        self.channel = _open_channel(grpc, target, tls_ca, max_message_mb)
         self._stub = ComposerStub(self.channel)
 
     def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
@@ -315,11 +314,7 @@ class AsyncClient(_Base):
         max_message_mb: float = 64.0,
     ):
         super().__init__(target, token, timeout)
-        credentials, options = _channel_args(target, tls_ca, max_message_mb)
-        if credentials is None:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self.channel = _open_channel(grpc.aio, target, tls_ca, max_message_mb)
         self._stub = ComposerStub(self.channel)
 
     async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
