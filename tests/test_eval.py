@@ -103,11 +103,17 @@ def test_methods_are_parsed_in_canonical_order():
         parse_methods("regressor,sgd")
 
 
-def test_inception_weights_are_refused_clearly(tmp_path, capsys):
+def test_wrong_inception_weights_and_conflicting_features_exit_early_and_clearly(tmp_path, capsys):
     weights = tmp_path / "pt_inception.pth"
-    weights.write_bytes(b"not used")
+    weights.write_bytes(b"not a checkpoint")
     assert main(["eval", "--inception-weights", str(weights)]) == 2
-    assert "not implemented" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "not a readable torch file" in error and "pt_inception-2015-12-05-6726825d.pth" in error
+    assert main(["eval", "--inception-weights", str(tmp_path / "absent.pth")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    for features in ("regressor", "stats"):  # the weights choose the features: naming others is an error
+        assert main(["eval", "--features", features, "--inception-weights", str(weights)]) == 2
+        assert f"--features {features} and --inception-weights exclude each other" in capsys.readouterr().err
 
 
 def test_eval_command_reports_every_task_method_and_figure(small_bundle, tmp_path):

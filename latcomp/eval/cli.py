@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-INCEPTION_REFUSAL = ("--inception-weights: InceptionV3 features are not implemented in this release, so no "
-                     "FID can be computed; realism uses --features stats (default) or regressor, whose "
-                     "caveats docs/EVAL.md states")
 
 
 def _positive(minimum: int):
@@ -43,13 +40,47 @@ def _torch_engine(args: argparse.Namespace, engine):
     return open_bundle(args.bundle, backend="torch", device=args.device)
 
 
-def _evaluate(args: argparse.Namespace, engine, torch_engine, settings, progress) -> tuple[dict, dict]:
+def _inception(args: argparse.Namespace):
+    """The "inception" extractor of --inception-weights (loaded and checked now, before any heavy work), or
+    None without it; ValueError, FileNotFoundError for conflicting options or a missing or wrong file."""
+    if args.inception_weights is None:
+        if args.features == "inception":
+            raise ValueError("--features inception needs --inception-weights PATH (see docs/EVAL.md)")
+        return None
+    if args.features not in (None, "inception"):
+        raise ValueError(f"--features {args.features} and --inception-weights exclude each other: the "
+                         "weights select the inception features")
+    try:
+        from .realism import inception_features
+
+        return inception_features(args.inception_weights, device=args.device)
+    except ImportError:
+        raise ValueError("--inception-weights needs torch (pip install 'latcomp[train]')") from None
+
+
+def _features(args: argparse.Namespace, torch_engine, inception) -> tuple[Callable, dict]:
+    """The extractor and the report's "features" block."""
+    from .realism import CAVEATS, FEATURE_DIM, regressor_features, stats_features
+
+    if inception is not None:
+        from .inception import POOL3_DIM
+
+        return inception, {"extractor": "inception", "dim": POOL3_DIM, "caveat": CAVEATS["inception"],
+                           "weights": inception.weights, "variant": inception.variant}
+    extractor = args.features or "stats"
+    block = {"extractor": extractor, "dim": FEATURE_DIM, "caveat": CAVEATS[extractor]}
+    if extractor == "regressor":
+        return regressor_features(torch_engine.composer.regressor, device=torch_engine.device), block
+    return stats_features, block
+
+
+def _evaluate(args: argparse.Namespace, engine, torch_engine, settings, progress, inception
+              ) -> tuple[dict, dict]:
     """The report (without header) and the grids' columns {name: {label: images}}."""
     from ..data.folder import ImageFolder
     from .inpainting import evaluate_inpainting
     from .inversion import Inverter
     from .protocol import Runner, evaluate_protocol
-    from .realism import CAVEATS, FEATURE_DIM, regressor_features, stats_features
     from .tasks import face_collages, face_inpainting, face_reference, folder_tasks
 
     inverter = None
@@ -57,16 +88,13 @@ def _evaluate(args: argparse.Namespace, engine, torch_engine, settings, progress
         composer = torch_engine.composer
         inverter = Inverter(composer.generator, composer.latent_avg, device=torch_engine.device)
     runner = Runner(engine, inverter, settings)
-    if args.features == "regressor":
-        extract = regressor_features(torch_engine.composer.regressor, device=torch_engine.device)
-    else:
-        extract = stats_features
+    extract, features = _features(args, torch_engine, inception)
     size = engine.resolution
     report: dict = {
         "bundle": engine.name, "version": engine.version, "backend": engine.backend, "device": engine.device,
         "resolution": size, "samples": args.samples, "seed": args.seed, "parts_from": args.parts_from,
         "settings": settings.as_dict(),
-        "features": {"extractor": args.features, "dim": FEATURE_DIM, "caveat": CAVEATS[args.features]},
+        "features": features,
     }
     section, results = evaluate_protocol(
         runner, face_collages(args.samples, size, args.parts_from, args.seed),
@@ -100,8 +128,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .inpainting import markdown
     from .protocol import OPTIMISED, Settings, markdown_section
 
-    if args.inception_weights:
-        print(f"latcomp eval: {INCEPTION_REFUSAL}", file=sys.stderr)
+    try:
+        inception = _inception(args)
+    except (ValueError, OSError, RuntimeError) as error:  # OSError: a missing file; RuntimeError: --device
+        print(f"latcomp eval: {error}", file=sys.stderr)
         return 2
     settings = Settings(methods=args.methods, steps=args.steps, lr=args.lr, loss=args.loss, batch=args.batch,
                         realism=args.realism)
@@ -116,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch_engine = None
         try:
             torch_engine = _torch_engine(args, engine) if needs_torch else None
-            report, grids = _evaluate(args, engine, torch_engine, settings, progress)
+            report, grids = _evaluate(args, engine, torch_engine, settings, progress, inception)
         except (BundleError, ValueError, FileNotFoundError, ImportError) as error:
             print(f"latcomp eval: {error}", file=sys.stderr)
             return 2
@@ -154,7 +184,10 @@ def _markdown(result: dict, masks_markdown, markdown_section, machine_line) -> s
              markdown_section(result, "Procedural faces"), ""]
     if "folder" in result:
         lines += [markdown_section(result["folder"], f"Folder {result['folder']['path']}"), ""]
-    lines += [f"Note: {result['features']['caveat']}", "",
+    features = result["features"]
+    if features["extractor"] == "inception":
+        lines += [f"Features: InceptionV3 pool3 ({features['variant']} weights, {features['weights']}).", ""]
+    lines += [f"Note: {features['caveat']}", "",
               "### Hole filling against naive fills (the bundle only)", "", masks_markdown(result)]
     return "\n".join(lines)
 
@@ -197,10 +230,15 @@ def register(commands) -> None:
                          help="engine for the regressor methods (the optimisers always use torch)")
     methods.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     realism = evaluate.add_argument_group("realism")
-    realism.add_argument("--features", choices=EXTRACTORS, default="stats",
-                         help="Fréchet distance features: colour/gradient statistics or the bundle's "
-                         "regressor")
-    realism.add_argument("--inception-weights", metavar="PATH", help="not implemented: refused")
+    realism.add_argument("--features", choices=EXTRACTORS, default=None,
+                         help="Fréchet distance features: colour/gradient statistics (the default), the "
+                         "bundle's regressor, or InceptionV3 pool3 (2048-d, FID-style, the default with "
+                         "--inception-weights)")
+    realism.add_argument("--inception-weights", metavar="PATH",
+                         help="InceptionV3 weights for FID-style realism: pytorch-fid's "
+                         "pt_inception-2015-12-05-6726825d.pth or torchvision's "
+                         "inception_v3_google-0cc3c7bd.pth (.pth or .safetensors; not shipped, see "
+                         "docs/EVAL.md)")
     out = evaluate.add_argument_group("output (the Markdown summary always goes to stdout)")
     out.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     out.add_argument("--markdown", metavar="PATH", help="write the Markdown summary to a file too")

@@ -1,9 +1,9 @@
-"""Realism as a Fréchet distance between feature distributions (numpy; the "regressor" features use torch).
+"""Realism as a Fréchet distance between feature distributions (numpy; the "regressor" and "inception"
+features use torch).
 
 FD(a, b) = |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), the Fréchet (2-Wasserstein)
 distance between Gaussians fitted to two feature sets: FID when the features are InceptionV3's pool3.
-InceptionV3 is not implemented here (no torchvision, and its weights are not ours to ship), so the
-features come from one of two documented substitutes:
+Three extractors:
   - "stats" (default): a fixed, seeded random projection of multi-scale colour and gradient statistics
     on a 4x4 grid (the spatial layout of colour and of edges at four scales). Bundle-independent and
     deterministic, so numbers compare across bundles and runs; blind to anything finer than those
@@ -11,15 +11,23 @@ features come from one of two documented substitutes:
   - "regressor": the bundle's own regressor trunk (spatial mean of its last stage, image fed fully
     known), projected the same way. Semantic for this domain, but tied to the bundle (not comparable
     across bundles) and trained with the generator it is asked to judge.
+  - "inception": InceptionV3 pool3 (2048-d, latcomp.eval.inception) from weights the user supplies
+    (pytorch-fid's FID network or torchvision's; latcomp neither downloads nor ships them). FID-style,
+    but with few samples per method in 2048 dimensions the FD is strongly biased upward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .inception import InceptionV3
 
 FEATURE_DIM = 32  # few samples per method: the covariance must stay estimable (bias grows with dim/count)
 PROJECTION_SEED = 20_240_601
@@ -28,7 +36,7 @@ GRID = 4  # statistics are pooled over GRID x GRID cells
 LEVELS = 4  # 64, 32, 16 and 8 px
 # 1 / the spread (std over images, averaged over cells) of each group on 512 procedural faces
 GAINS = {"mean": 7.0, "std": 22.0, "gradient": (30.0, 18.0, 11.0, 7.0)}
-EXTRACTORS = ("stats", "regressor")
+EXTRACTORS = ("stats", "regressor", "inception")
 CAVEATS = {
     "stats": "Realism is a Fréchet distance on a fixed random projection of multi-scale colour and gradient "
              "statistics (not InceptionV3): it sees colour layout, holes and blur, not semantics; compare "
@@ -36,6 +44,11 @@ CAVEATS = {
     "regressor": "Realism is a Fréchet distance on the bundle's own regressor trunk features (not "
                  "InceptionV3): not comparable across bundles, and the regressor was trained alongside the "
                  "generator it judges.",
+    "inception": "Realism is an FID-style Fréchet distance on InceptionV3 pool3 features (2048-d) from the "
+                 "weights given, but with only a few images per method in 2048 dimensions the distance is "
+                 "strongly biased upward (compare methods against the FD floor of the same run), it is not "
+                 "comparable with published FIDs (typically on 50,000 images), and small images (e.g. 64 px) "
+                 "are upsampled to 299x299, far from the photographs Inception was trained on.",
 }
 
 
@@ -44,14 +57,16 @@ class Gaussian:
     mean: np.ndarray  # [D]
     cov: np.ndarray  # [D, D]
     count: int
+    centred: np.ndarray | None = None  # [count, D] the samples minus their mean, when fit from samples
 
 
 def fit(features: np.ndarray) -> Gaussian:
-    """Mean and (unbiased) covariance of features [N, D]."""
+    """Mean and (unbiased) covariance of features [N, D], keeping the centred samples."""
     features = np.asarray(features, np.float64)
     if len(features) < 2:
         raise ValueError(f"a Fréchet distance needs at least 2 samples per set, got {len(features)}")
-    return Gaussian(features.mean(axis=0), np.cov(features, rowvar=False), len(features))
+    mean = features.mean(axis=0)
+    return Gaussian(mean, np.cov(features, rowvar=False), len(features), features - mean)
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -59,13 +74,23 @@ def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_distance(a: Gaussian, b: Gaussian) -> float:
-    """tr((C_a C_b)^1/2) is computed as the sum of the square roots of the eigenvalues of the symmetric
-    C_a^1/2 C_b C_a^1/2 (same spectrum), which stays real and exact for singular covariances (fewer
-    samples than dimensions) where a general matrix square root goes complex."""
+def _cross_term(a: Gaussian, b: Gaussian) -> float:
+    """tr((C_a C_b)^1/2): the sum of the square roots of the eigenvalues of the symmetric C_a^1/2 C_b C_a^1/2
+    (same spectrum), which stays real and exact for singular covariances (fewer samples than dimensions)
+    where a general matrix square root goes complex. With C = X^T X / (n - 1) for the centred samples X,
+    that spectrum is also the squared singular values of X_a X_b^T / sqrt((n_a - 1)(n_b - 1)), an
+    [n_a, n_b] matrix: used when it is smaller than a covariance, since few samples in many dimensions
+    (2048 for InceptionV3) would otherwise pay two O(D^3) eigendecompositions per distance."""
+    if a.centred is not None and b.centred is not None and a.count * b.count <= len(a.mean) ** 2:
+        singular = np.linalg.svd(a.centred @ b.centred.T, compute_uv=False)
+        return float(singular.sum() / np.sqrt((a.count - 1) * (b.count - 1)))
     root = _sqrt_psd(a.cov)
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ b.cov @ root), 0, None)).sum()
-    distance = np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov) + np.trace(b.cov) - 2 * cross
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(root @ b.cov @ root), 0, None)).sum())
+
+
+def frechet_distance(a: Gaussian, b: Gaussian) -> float:
+    """|mu_a - mu_b|^2 + tr(C_a) + tr(C_b) - 2 tr((C_a C_b)^1/2), clipped at 0 against rounding."""
+    distance = np.sum((a.mean - b.mean) ** 2) + np.trace(a.cov) + np.trace(b.cov) - 2 * _cross_term(a, b)
     return float(max(distance, 0.0))
 
 
@@ -135,3 +160,29 @@ def regressor_features(regressor, device: str = "cpu", batch: int = 64) -> Calla
         return raw @ _projection(raw.shape[1])
 
     return extract
+
+
+@dataclass
+class InceptionFeatures:
+    """The "inception" extractor: uint8 [N, R, R, 3] -> InceptionV3 pool3 [N, 2048]; `weights` (the file
+    name) and `variant` ("pytorch-fid" or "torchvision") say which network made the numbers."""
+
+    network: InceptionV3  # on its device, in eval mode
+    weights: str
+    batch: int
+
+    @property
+    def variant(self) -> str:
+        return self.network.variant
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        from .inception import pool3_features
+
+        return pool3_features(self.network, images, batch=self.batch)
+
+
+def inception_features(weights_path: str | Path, device: str = "cpu", batch: int = 16) -> InceptionFeatures:
+    """The "inception" extractor of a weights file (loaded and checked now: FileNotFoundError, ValueError)."""
+    from .inception import load_inception
+
+    return InceptionFeatures(load_inception(weights_path, device=device), Path(weights_path).name, batch)
