@@ -1,7 +1,8 @@
 """latcomp.runtime.batcher.Batcher with a real engine on the small exported bundle (no mocks).
 
 Where a test needs the engine to be busy at a known moment, it occupies the batcher's single engine thread
-with a gate (`_hold`), so the order of events is fixed rather than left to timing.
+with a gate (`_hold`), so the order of events is fixed rather than left to timing: the module's engine has
+one instance (concurrency 1); the test of two instances opens its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from latcomp.runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, En
 def engine(small_bundle):
     from latcomp.runtime import open_bundle
 
-    with open_bundle(small_bundle, backend="ort") as engine:
+    with open_bundle(small_bundle, backend="ort", instances=1) as engine:
         yield engine
 
 
@@ -135,6 +136,43 @@ def test_batches_hold_one_kind_oldest_first(engine):
     np.testing.assert_allclose(sample_latent, expected_latents[0], rtol=1e-4, atol=1e-4)
     generated, timing = results[4]
     assert generated.shape == (engine.resolution, engine.resolution, 3) and timing.batch_size == 1
+
+
+def test_two_instances_run_two_batches_at_once(small_bundle):
+    """On an engine of two instances the batcher keeps two engine calls in flight: a second batch starts
+    while the first is still running (held here at a gate inside the engine call), and each caller still
+    gets its own answer."""
+    from latcomp.runtime import open_bundle
+
+    with open_bundle(small_bundle, backend="ort", instances=2, threads=1) as engine:
+        images, masks = _inputs(engine, 3, seed=7)
+        expected, _ = engine.run(images, masks)
+        entered, gate = threading.Semaphore(0), threading.Event()
+        compose = engine._compose
+
+        def held_compose(*arrays):
+            entered.release()
+            gate.wait(30)
+            return compose(*arrays)
+
+        engine._compose = held_compose
+
+        async def main():
+            batcher = Batcher(engine, max_batch=1)
+            assert batcher.threads == engine.concurrency == 2
+            calls = [asyncio.ensure_future(batcher.run(images[i], masks[i])) for i in range(3)]
+            await _until(lambda: batcher.inflight == 2)
+            both_inside = await asyncio.to_thread(lambda: all(entered.acquire(timeout=10) for _ in range(2)))
+            queued = batcher.queue_depth  # the third waits for a free instance
+            gate.set()
+            done = await asyncio.gather(*calls)
+            await batcher.close()
+            return both_inside, queued, done
+
+        both_inside, queued, results = asyncio.run(main())
+    assert both_inside and queued == 1
+    for index, (image, _, timing) in enumerate(results):
+        assert np.abs(image.astype(int) - expected[index]).max() <= 1 and timing.batch_size == 1
 
 
 def test_full_queue_raises_queue_full(engine):

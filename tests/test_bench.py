@@ -118,23 +118,30 @@ def test_gpu_bookkeeping_without_a_gpu(bundle, monkeypatch):
         ort_engine.check_providers(["CPUExecutionProvider"], "cuda:0")
 
 
-def test_open_bundle_honours_providers_and_threads(bundle):
-    """The options the benchmark pins ORT engines with: providers replace the automatic choice, threads
-    set every session's intra-op threads; wrong values fail before any session opens."""
+def test_open_bundle_honours_providers_threads_and_instances(bundle):
+    """The options the benchmark and the server pin ORT engines with: providers replace the automatic
+    choice, threads set every session's intra-op threads, instances the sessions per graph that run at
+    once; wrong values fail before any session opens."""
     import onnxruntime
 
     from latcomp.runtime import open_bundle
     from latcomp.runtime.ort_engine import physical_cores
 
-    with open_bundle(bundle, providers=["CPUExecutionProvider"], threads=1) as engine:
+    with open_bundle(bundle, providers=["CPUExecutionProvider"], threads=1, instances=1) as engine:
         assert engine.backend == "ort"  # backend="auto" with onnxruntime settings means ort
-        assert engine.providers == ["CPUExecutionProvider"]
+        assert engine.providers == ["CPUExecutionProvider"] and engine.concurrency == 1
         engine.generate(np.zeros((1, *engine.latent_shape), np.float32))  # opens the generator session too
         for graph in ("composer", "generator"):
-            options = engine._session(graph).get_session_options()
+            options = engine._session(graph, 0).get_session_options()
             assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
-    with open_bundle(bundle, backend="ort") as engine:
-        assert engine._session("composer").get_session_options().intra_op_num_threads == physical_cores()
+    with open_bundle(bundle, backend="ort", instances=1) as engine:
+        assert engine.threads == physical_cores()  # one instance: every core
+        assert engine._session("composer", 0).get_session_options().intra_op_num_threads == physical_cores()
+    with open_bundle(bundle, backend="ort") as engine:  # the default: two instances share the cores
+        assert engine.instances == engine.concurrency == min(2, physical_cores())
+        assert engine.threads == max(1, physical_cores() // engine.instances)
+        sessions = {engine._session("composer", i) for i in range(engine.instances)}
+        assert len(sessions) == engine.instances  # each instance runs on its own sessions
 
     available = ", ".join(onnxruntime.get_available_providers())
     with pytest.raises(ValueError, match=re.escape(f"no NoSuchExecutionProvider (it has {available})")):
@@ -146,8 +153,12 @@ def test_open_bundle_honours_providers_and_threads(bundle):
     for threads in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="threads must be a positive int"):
             open_bundle(bundle, threads=threads)
+        with pytest.raises(ValueError, match="instances must be a positive int"):
+            open_bundle(bundle, instances=threads)
     with pytest.raises(ValueError, match="configure the ort backend, not torch"):
         open_bundle(bundle, backend="torch", threads=1)
+    with pytest.raises(ValueError, match="instances configure the ort backend, not torch"):
+        open_bundle(bundle, backend="torch", instances=2)
 
 
 # ---- engine ---------------------------------------------------------------------------------------------

@@ -85,9 +85,11 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def _hold(server: ServerThread) -> threading.Event:
-    """Occupies the server batcher's engine thread until the returned event is set."""
+    """Occupies every engine thread of the server's batcher (one per engine instance) until the returned
+    event is set."""
     gate = threading.Event()
-    server.server.batcher._executor.submit(gate.wait, 30)
+    for _ in range(server.server.batcher.threads):
+        server.server.batcher._executor.submit(gate.wait, 30)
     return gate
 
 
@@ -116,6 +118,7 @@ def test_model_info_health_and_reflection(server, client, engine):
     assert info["name"] == engine.name and info["resolution"] == engine.resolution
     assert info["latent_shape"] == list(engine.latent_shape) and info["backend"] == "ort"
     assert info["max_batch"] == engine.max_batch and info["max_pixels"] == 4096 * 4096
+    assert info["instances"] == engine.concurrency == server.server.batcher.threads
     assert client.health() == "SERVING" and client.health(proto.SERVICE_NAME) == "SERVING"
 
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -435,17 +438,17 @@ def test_full_queue_is_resource_exhausted(engine):
     with ServerThread(engine, config) as server, Client(server.target) as client:
         gate = _hold(server)
         batcher = server.server.batcher
-        with ThreadPoolExecutor(3) as pool:
-            running = pool.submit(client.sample, 1)
-            _until(lambda: batcher.inflight == 1)
-            queued = [pool.submit(client.sample, seed) for seed in (2, 3)]
+        with ThreadPoolExecutor(batcher.threads + 2) as pool:
+            running = [pool.submit(client.sample, seed) for seed in range(batcher.threads)]  # each instance
+            _until(lambda: batcher.inflight == batcher.threads)
+            queued = [pool.submit(client.sample, seed) for seed in (10, 11)]
             _until(lambda: batcher.queue_depth == 2)
             with pytest.raises(ServiceError) as error:
-                client.sample(4)
+                client.sample(12)
             assert error.value.code == CODE.RESOURCE_EXHAUSTED and "queue is full" in error.value.details
             gate.set()
-            assert all(f.result(30).image.shape == (size, size, 3) for f in [running, *queued])
-        assert client.sample(5).image.shape == (size, size, 3)
+            assert all(f.result(30).image.shape == (size, size, 3) for f in [*running, *queued])
+        assert client.sample(13).image.shape == (size, size, 3)
 
 
 def test_engine_failure_is_internal(bundle):

@@ -153,6 +153,13 @@ def _token(args: argparse.Namespace) -> str | None:
     return args.token or os.environ.get("LATCOMP_AUTH_TOKEN") or None
 
 
+def _add_instances(group) -> None:
+    group.add_argument("--instances", type=int, help="ort: engine calls in flight at once (default: the "
+                       "server's)")
+    group.add_argument("--threads", type=int, help="ort: intra-op threads per instance (default: the "
+                       "server's)")
+
+
 def _connection(args: argparse.Namespace) -> dict:
     """The settings `bench serve` and `bench soak` share: which server (a target, or a bundle to start one
     on), how to reach it, and the started server's engine options."""
@@ -160,7 +167,7 @@ def _connection(args: argparse.Namespace) -> dict:
         "target": args.target, "bundle": args.bundle, "metrics_url": args.metrics_url,
         "timeout": args.timeout, "token": _token(args), "tls_ca": args.tls_ca, "backend": args.backend,
         "device": args.device, "precision": args.precision, "max_batch": args.max_batch,
-        "max_delay_ms": args.max_delay_ms,
+        "max_delay_ms": args.max_delay_ms, "instances": args.instances, "threads": args.threads,
     }
 
 
@@ -274,6 +281,7 @@ def _add_serve(bench) -> None:
     own.add_argument(
         "--max-delay-ms", type=float, help="longest wait for a batch to fill (default: the server's)"
     )
+    _add_instances(own)
     _add_outputs(serve)
     serve.set_defaults(run=cmd_serve)
 
@@ -355,6 +363,7 @@ def _add_soak(bench) -> None:
     own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
     own.add_argument("--max-delay-ms", type=float, help="longest wait for a batch to fill")
+    _add_instances(own)
     soak.add_argument(
         "--json", metavar="PATH", help="write the full result (with the memory timeline) as JSON"
     )

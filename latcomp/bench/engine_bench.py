@@ -193,8 +193,10 @@ def open_variant(bundle: str | Path | None, variant: Variant, threads: int | Non
 
     if variant.backend.startswith("ort"):  # a benchmark pins providers and threads to compare like with like
         providers = ORT_PROVIDERS.get(variant.backend)
+        # one instance: calls run one after another here, each with every thread (the server's default
+        # of two instances is measured by `bench serve`)
         engine = open_bundle(bundle, backend="ort", device=variant.device, precision=variant.precision,
-                             providers=providers, threads=threads or None)  # 0, like None: the default
+                             providers=providers, threads=threads or None, instances=1)  # 0 like None
         if providers and engine.providers[0] != providers[0]:  # onnxruntime drops a provider that fails
             got = ", ".join(engine.providers)
             engine.close()
@@ -220,7 +222,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _engine_info(variant: Variant, engine, threads: int | None) -> dict:
+def _engine_info(variant: Variant, engine) -> dict:
     info = {
         "id": variant.id,
         "backend": variant.backend,
@@ -231,9 +233,7 @@ def _engine_info(variant: Variant, engine, threads: int | None) -> dict:
         "providers": engine.providers,
     }
     if variant.device == "cpu" and variant.backend == "ort":
-        from ..runtime.ort_engine import physical_cores
-
-        info["threads"] = threads or physical_cores()
+        info["threads"] = engine.threads
     elif variant.device == "cpu" and variant.backend == "torch":
         info["threads"] = sys.modules["torch"].get_num_threads()
     return info
@@ -433,7 +433,7 @@ def run_engine_bench(config: EngineBenchConfig, progress: report.Progress | None
         for _, engine in opened:
             cleanup.callback(engine.close)
         cleanup.enter_context(_torch_threads(config.threads))
-        engines = [(v, e, _engine_info(v, e, config.threads)) for v, e in opened]
+        engines = [(v, e, _engine_info(v, e)) for v, e in opened]
         for step, batch in enumerate(config.batch_sizes, 1):
             label = f"batch {batch} ({step}/{len(config.batch_sizes)})"
             inputs = _batch(pool, batch, config.realism)

@@ -69,6 +69,8 @@ class ServeBenchConfig:
     precision: str = "auto"
     max_batch: int | None = None
     max_delay_ms: float | None = None
+    instances: int | None = None
+    threads: int | None = None
     server_timeout: float = 300.0  # seconds the server may take to load and warm up
 
 
@@ -79,7 +81,8 @@ def _child_main(spec: dict) -> None:
     """Runs in the server subprocess: serve until the parent closes stdin (or dies)."""
     from ..service.server import ServerConfig, ServerThread, open_engine
 
-    options = {key: spec[key] for key in ("backend", "device", "precision", "max_batch") if spec.get(key)}
+    engine_keys = ("backend", "device", "precision", "max_batch", "instances", "threads")
+    options = {key: spec[key] for key in engine_keys if spec.get(key)}
     if spec.get("max_delay_ms") is not None:
         options["max_delay_ms"] = spec["max_delay_ms"]
     config = ServerConfig(
@@ -112,7 +115,8 @@ class ServerProcess:
     def __init__(self, config: ServeBenchConfig):
         spec = {
             key: getattr(config, key)
-            for key in ("bundle", "backend", "device", "precision", "max_batch", "max_delay_ms")
+            for key in ("bundle", "backend", "device", "precision", "max_batch", "max_delay_ms", "instances",
+                        "threads")
         }
         root = str(Path(__file__).resolve().parents[2])  # so the child imports this very latcomp
         env = {
@@ -605,7 +609,7 @@ def serve_markdown(result: dict) -> str:
         f"{result['target']}{own}",
         "",
         f"- Server: backend {info['backend']}, device {info['device']}, precision {info['precision']}, "
-        f"max batch {info['max_batch']}",
+        f"max batch {info['max_batch']}, engine instances {info.get('instances') or '-'}",
         f"- Machine (client{', and server' if own else ''}): {report.machine_line(result['machine'])}",
         f"- Date: {result['date']}; command: `{result['command']}`",
         "",

@@ -66,6 +66,8 @@ class SoakConfig:
     precision: str = "auto"
     max_batch: int | None = None
     max_delay_ms: float | None = None
+    instances: int | None = None
+    threads: int | None = None
     server_timeout: float = 300.0
 
 
@@ -214,7 +216,7 @@ def run_soak(config: SoakConfig, progress: report.Progress | None = None) -> dic
         server = ServerProcess(ServeBenchConfig(
             bundle=config.bundle, token=config.token, backend=config.backend, device=config.device,
             precision=config.precision, max_batch=config.max_batch, max_delay_ms=config.max_delay_ms,
-            server_timeout=config.server_timeout,
+            instances=config.instances, threads=config.threads, server_timeout=config.server_timeout,
         ))  # fmt: skip
         target, metrics_url, pid = server.target, server.metrics_url, server.process.pid
         progress.done(f"server on {target} (pid {pid}, metrics {metrics_url})")

@@ -8,7 +8,9 @@ added latency when lightly loaded). Requests that arrive while the engine is bus
 frees up, the next batch takes up to `max_batch` of them, waiting at most `max_delay_ms` for stragglers
 to fill it (clients whose previous answers just came back tend to send their next request together).
 A batch holds one kind of call (run, generate or sample) and is one engine call in a thread executor,
-so the event loop keeps accepting requests meanwhile.
+so the event loop keeps accepting requests meanwhile. Up to `threads` engine calls run at once (default:
+the engine's `concurrency`, its instance count): while one batch computes, the next is gathered and
+started on a free instance, and finished ones are answered.
 
 Admission: a full queue raises QueueFull; a request whose deadline has passed, or that the recent
 compute time of its kind says cannot finish in time, raises DeadlineExceeded without being run; a
@@ -74,14 +76,14 @@ class Batcher:
         max_batch: int | None = None,
         max_delay_ms: float = 2.0,
         max_queue: int = 256,
-        threads: int = 1,
+        threads: int | None = None,
         on_batch: Callable[[str, int, float], None] | None = None,
     ):
         self.engine = engine
         self.max_batch = int(max_batch or engine.max_batch)
         self.max_delay = max(0.0, max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
-        self.threads = int(threads)
+        self.threads = int(getattr(engine, "concurrency", 1) if threads is None else threads)
         if self.max_batch < 1 or self.max_queue < 1 or self.threads < 1:
             raise ValueError("max_batch, max_queue and threads must be >= 1")
         self.on_batch = on_batch  # called with (kind, batch size, compute seconds) after every engine call

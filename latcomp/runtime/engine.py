@@ -112,6 +112,12 @@ class Engine:
         return (f"<{type(self).__name__} {self.name} {self.version}: backend={self.backend} "
                 f"device={self.device} precision={self.precision} max_batch={self.max_batch}>")
 
+    @property
+    def concurrency(self) -> int:
+        """Calls that may usefully run at once (from different threads); the Batcher keeps this many
+        engine calls in flight. 1 unless a backend holds several instances."""
+        return 1
+
     # ---- backend hooks ----
 
     def _compose(self, images: np.ndarray, masks: np.ndarray, realism: np.ndarray

@@ -4,7 +4,7 @@ backend="auto" takes, in order:
   - trt: on a CUDA device, when TensorRT is installed and the bundle has a plan for this GPU and release;
   - ort: onnxruntime with the best providers it has for the device (TensorRT EP, CUDA EP; CPU on "cpu");
   - torch: when onnxruntime cannot serve the device (not installed, or no CUDA provider for a GPU).
-`providers` and `threads` are onnxruntime settings: with either set, "auto" means ort.
+`providers`, `threads` and `instances` are onnxruntime settings: with any set, "auto" means ort.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ def choose_backend(bundle: Bundle, device: str) -> tuple[str, str]:
 
 
 def _make(backend: str, bundle: Bundle, device: str, precision: str, max_batch: int | None,
-          providers: list[str] | None, threads: int | None) -> Engine:
+          providers: list[str] | None, threads: int | None, instances: int | None) -> Engine:
     if backend == "ort":
         from .ort_engine import OrtEngine
 
-        return OrtEngine(bundle, device, precision, max_batch, providers=providers, threads=threads)
+        return OrtEngine(bundle, device, precision, max_batch, providers=providers, threads=threads,
+                         instances=instances)
     if backend == "torch":
         from .torch_engine import TorchEngine
 
@@ -95,19 +96,22 @@ def _make(backend: str, bundle: Bundle, device: str, precision: str, max_batch: 
 
 def open_bundle(path: str | Path | None = None, backend: str = "auto", device: str = "cpu",
                 precision: str = "auto", max_batch: int | None = None, providers: list[str] | None = None,
-                threads: int | None = None) -> Engine:
+                threads: int | None = None, instances: int | None = None) -> Engine:
     """An Engine for the bundle at `path` (None: the default bundle shipped in the package).
 
     providers: onnxruntime execution providers in order of preference (e.g. ["CUDAExecutionProvider",
         "CPUExecutionProvider"]), used instead of the automatic choice; each must be in
         onnxruntime.get_available_providers(), and a CUDA device needs the TensorRT or CUDA EP among them
         while "cpu" takes neither. None: the automatic choice (see the module docstring).
-    threads: intra-op threads of each onnxruntime session. None: one per physical core.
-    Both configure the ort backend: backend="auto" with either set opens ort; "trt" or "torch" refuse them.
+    instances: onnxruntime calls that may run at once, each on its own sessions (engine.concurrency).
+        None: two on CPU (one with a single core), one on CUDA.
+    threads: intra-op threads of each onnxruntime session. None: the physical cores over the instances.
+    These configure the ort backend: backend="auto" with any set opens ort; "trt" or "torch" refuse them.
 
     Raises BundleError when the bundle is missing, of another format version, or a file does not match
     its checksum; ValueError for an unknown backend, device or precision, for providers that onnxruntime
-    lacks or that do not fit the device, for threads < 1, and for providers or threads on another backend.
+    lacks or that do not fit the device, for threads or instances < 1, and for any of these on another
+    backend.
     """
     if path is None:
         if not (DEFAULT_BUNDLE / "latcomp.json").is_file():
@@ -118,7 +122,7 @@ def open_bundle(path: str | Path | None = None, backend: str = "auto", device: s
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if precision not in ("auto", "fp32", "fp16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'fp16', got {precision!r}")
-    settings = {"providers": providers, "threads": threads}
+    settings = {"providers": providers, "threads": threads, "instances": instances}
     ort_settings = [name for name, value in settings.items() if value is not None]
     if ort_settings and backend not in ("auto", "ort"):
         raise ValueError(f"{' and '.join(ort_settings)} configure the ort backend, not {backend}")
@@ -130,8 +134,10 @@ def open_bundle(path: str | Path | None = None, backend: str = "auto", device: s
         chosen, reason = "ort", f"{' and '.join(ort_settings)} given"
     else:
         chosen, reason = choose_backend(bundle, device)
-    engine = _make(chosen, bundle, device, precision, max_batch, providers, threads)
+    engine = _make(chosen, bundle, device, precision, max_batch, providers, threads, instances)
     shown = f" providers={','.join(engine.providers)}" if engine.providers else ""
+    if chosen == "ort":
+        shown += f" instances={engine.instances} threads={engine.threads}"
     log.info("bundle %s %s: backend=%s device=%s precision=%s max_batch=%d%s (%s%s)", engine.name,
              engine.version, engine.backend, engine.device, engine.precision, engine.max_batch, shown,
              "auto: " if backend == "auto" else "", reason)

@@ -58,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         max_batch=args.max_batch,
+        instances=args.instances,
+        threads=args.threads,
         max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue,
         max_message_mb=args.max_message_mb,
@@ -103,6 +105,10 @@ def _add_serve(commands) -> None:
     _flag(serve, "--device", "DEVICE", "cpu", str, "cpu, cuda or cuda:N")
     _flag(serve, "--precision", "PRECISION", "auto", str, "graph precision", choices=["auto", "fp32", "fp16"])
     _flag(serve, "--max-batch", "MAX_BATCH", None, int, "largest engine batch (none: the bundle's)")
+    _flag(serve, "--instances", "INSTANCES", None, int, "ort: engine calls in flight at once, each on its "
+          "own sessions, so one batch computes while the next is gathered (none: 2 on CPU, 1 on CUDA)")
+    _flag(serve, "--threads", "THREADS", None, int, "ort: intra-op threads per instance (none: the physical "
+          "cores over the instances)")
     _flag(serve, "--max-delay-ms", "MAX_DELAY_MS", 2.0, float, "longest wait for a batch to fill when busy")
     _flag(serve, "--max-queue", "MAX_QUEUE", 256, int, "queued requests before RESOURCE_EXHAUSTED")
     _flag(serve, "--max-message-mb", "MAX_MESSAGE_MB", 16.0, float, "largest request/response message")

@@ -177,6 +177,7 @@ def model_info_dict(info: Any) -> dict:
         "max_batch": info.max_batch,
         "max_pixels": info.max_pixels,
         "max_message_bytes": info.max_message_bytes,
+        "instances": info.instances,
     }
 
 

@@ -60,6 +60,8 @@ class ServerConfig:
     device: str = "cpu"
     precision: str = "auto"
     max_batch: int | None = None  # None: the engine's
+    instances: int | None = None  # ort: engine calls in flight at once, each on its own sessions
+    threads: int | None = None  # ort: intra-op threads per instance (None: the cores over the instances)
     max_delay_ms: float = 2.0
     max_queue: int = 256
     max_message_mb: float = 16.0
@@ -305,12 +307,15 @@ class ComposerServer:
         return self.port
 
     async def warm_up(self) -> None:
-        """One dummy engine run (first-call costs: allocations, kernels), then SERVING."""
+        """One dummy engine run per instance, at once (first-call costs: allocations, kernels), then
+        SERVING."""
         resolution = self.engine.resolution
         image = np.zeros((1, resolution, resolution, 3), np.uint8)
         mask = np.zeros((1, resolution, resolution, 1), np.uint8)
         started = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(self._io, self.engine.run, image, mask)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._io, self.engine.run, image, mask)
+                               for _ in range(self.batcher.threads)))
         log.info("warmed up in %.0f ms", (time.monotonic() - started) * 1000)
         if self.state == "starting":
             self.state = "serving"
@@ -387,6 +392,7 @@ class ComposerServer:
             max_batch=self.batcher.max_batch,
             max_pixels=self.limits.max_pixels,
             max_message_bytes=self.max_message_bytes,
+            instances=self.batcher.threads,
         )
 
     async def unary(self, context, kind: str, request) -> Any:
@@ -532,6 +538,8 @@ def open_engine(config: ServerConfig) -> Any:
         device=config.device,
         precision=config.precision,
         max_batch=config.max_batch,
+        instances=config.instances,
+        threads=config.threads,
     )
 
 

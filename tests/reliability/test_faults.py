@@ -38,6 +38,8 @@ CODE = grpc.StatusCode
 class FaultyEngine:
     """The real engine with faults injected into chosen run() calls (numbered from 1 after `arm`)."""
 
+    concurrency = 1  # calls in order, one at a time, so that a call's number says which requests it holds
+
     def __init__(self, engine):
         self._engine = engine
         self._lock = threading.Lock()
@@ -165,6 +167,7 @@ from latcomp.service import server
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
 class Hung:  # the real engine, whose run() hangs after the warm-up
+    concurrency = 1  # a single warm-up call
     def __init__(self, engine):
         self._engine, self.calls = engine, 0
     def __getattr__(self, name):
