@@ -7,10 +7,11 @@ so a steady stream of batches allocates nothing.
 
 Instances (like Triton's instance groups): the engine holds `instances` independent sets of sessions, each
 with `threads` intra-op threads, and up to `instances` calls run at once, each on a free set (a further
-call waits for one). On CPU the default is two instances sharing the physical cores: a small model gains
-little from splitting one image over many cores (measured on 2 cores: one thread per call is faster than
-two even at batch 1), while two calls in flight keep the cores busy as one batch is gathered and answered
-while the other computes. On CUDA one instance owns the device.
+call waits for one). On CPU the default is two instances sharing the physical cores: one call then gets
+half the cores (on 2 cores, ~1.1 instead of ~0.8 ms for one 64 px image), but two calls in flight keep
+every core busy while one batch is gathered and answered and the other computes, which serves more
+requests under load (BENCHMARKS.md: +10 % at concurrency 16); `instances=1` gives the lowest latency to a
+single stream. On CUDA one instance owns the device.
 The composer sessions open with the engine (errors show at once); generator and sampler on first use.
 """
 
