@@ -78,3 +78,15 @@ def small_bundle(tmp_path_factory) -> Path:
     from bundle_fixtures import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("shared-bundle"))
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch at one intra-op thread for a module: on the shared 2-core test machine, two threads per op wait
+    on each other and on other processes (measured several times slower on these small sizes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

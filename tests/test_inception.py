@@ -61,13 +61,7 @@ def published_state_dict(variant: str, seed: int = 0) -> dict[str, torch.Tensor]
     return {key: _random_tensor(key, shape, generator) for key, shape in shapes.items()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the test machine is shared: on 2 busy cores two threads per op wait on each other (measured ~6x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from latcomp.training.regressor import RegressorConfig, RegressorTrainer, build_
 TINY_ENCODER = dict(blocks=(1, 1), widths=(8, 16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the test machine is shared: several threads per op cost far more than they gain on these sizes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
