@@ -16,8 +16,10 @@ import contextlib
 import importlib
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,15 @@ def init_distributed(device: str) -> None:
 
 def close_distributed() -> None:
     if dist.is_initialized():
+        # every rank first finishes talking: gloo aborts a process whose group goes away while a peer's last
+        # collective is still in flight; a rank that failed or was stopped is not waited for long
+        if dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            except RuntimeError as error:
+                print(f"rank {dist.get_rank()}: not every rank reached the end ({error})", file=sys.stderr)
+        else:
+            dist.barrier()
         dist.destroy_process_group()
 
 
