@@ -28,6 +28,7 @@ _EXPORTS = {
     "engine_markdown": "engine_bench",
     "engine_plot": "engine_bench",
     "ServeBenchConfig": "serve_bench",
+    "ServerOptions": "serve_bench",
     "run_serve_bench": "serve_bench",
     "serve_markdown": "serve_bench",
     "serve_plot": "serve_bench",

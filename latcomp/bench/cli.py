@@ -163,11 +163,14 @@ def _add_instances(group) -> None:
 def _connection(args: argparse.Namespace) -> dict:
     """The settings `bench serve` and `bench soak` share: which server (a target, or a bundle to start one
     on), how to reach it, and the started server's engine options."""
+    from .serve_bench import ServerOptions
+
     return {
         "target": args.target, "bundle": args.bundle, "metrics_url": args.metrics_url,
-        "timeout": args.timeout, "token": _token(args), "tls_ca": args.tls_ca, "backend": args.backend,
-        "device": args.device, "precision": args.precision, "max_batch": args.max_batch,
-        "max_delay_ms": args.max_delay_ms, "instances": args.instances, "threads": args.threads,
+        "timeout": args.timeout, "token": _token(args), "tls_ca": args.tls_ca,
+        "server": ServerOptions(backend=args.backend, device=args.device, precision=args.precision,
+                                max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                                instances=args.instances, threads=args.threads),
     }
 
 

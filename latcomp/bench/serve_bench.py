@@ -47,6 +47,27 @@ MAX_OUTSTANDING = 1024  # open loop: arrivals beyond this many unanswered reques
 TOKEN_ENV = "LATCOMP_BENCH_SERVER_TOKEN"  # hands the token to our own server without a command line
 
 
+@dataclass(frozen=True)
+class ServerOptions:
+    """The server a benchmark starts on 127.0.0.1 when it has no target: its engine and batching settings
+    (None: the server's default) and how long it may take to load and warm up."""
+
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str = "auto"
+    max_batch: int | None = None
+    max_delay_ms: float | None = None
+    instances: int | None = None
+    threads: int | None = None
+    start_timeout: float = 300.0  # seconds
+
+    def server_config(self) -> dict:
+        """The ServerConfig keyword arguments that were set."""
+        given = {key: value for key, value in asdict(self).items() if value is not None}
+        given.pop("start_timeout")
+        return given
+
+
 @dataclass
 class ServeBenchConfig:
     target: str | None = None  # HOST:PORT of a running server; None: start one on `bundle`
@@ -63,15 +84,7 @@ class ServeBenchConfig:
     token: str | None = None
     tls_ca: str | None = None
     seed: int = 0
-    # for the server this benchmark starts
-    backend: str = "auto"
-    device: str = "cpu"
-    precision: str = "auto"
-    max_batch: int | None = None
-    max_delay_ms: float | None = None
-    instances: int | None = None
-    threads: int | None = None
-    server_timeout: float = 300.0  # seconds the server may take to load and warm up
+    server: ServerOptions = field(default_factory=ServerOptions)  # used when there is no target
 
 
 # ---- our own server -------------------------------------------------------------------------------------
@@ -81,10 +94,6 @@ def _child_main(spec: dict) -> None:
     """Runs in the server subprocess: serve until the parent closes stdin (or dies)."""
     from ..service.server import ServerConfig, ServerThread, open_engine
 
-    engine_keys = ("backend", "device", "precision", "max_batch", "instances", "threads")
-    options = {key: spec[key] for key in engine_keys if spec.get(key)}
-    if spec.get("max_delay_ms") is not None:
-        options["max_delay_ms"] = spec["max_delay_ms"]
     config = ServerConfig(
         bundle=spec["bundle"],
         host="127.0.0.1",
@@ -92,7 +101,7 @@ def _child_main(spec: dict) -> None:
         metrics_port=0,
         metrics_host="127.0.0.1",
         auth_token=os.environ.pop(TOKEN_ENV, None) or None,
-        **options,
+        **spec["options"],
     )
     engine = open_engine(config)
     try:
@@ -112,19 +121,15 @@ _CHILD = (  # the server subprocess's program; its argument is the JSON spec
 class ServerProcess:
     """A latcomp server on 127.0.0.1 (free ports) in a subprocess; `stop()` drains it."""
 
-    def __init__(self, config: ServeBenchConfig):
-        spec = {
-            key: getattr(config, key)
-            for key in ("bundle", "backend", "device", "precision", "max_batch", "max_delay_ms", "instances",
-                        "threads")
-        }
+    def __init__(self, bundle: str | None, options: ServerOptions, token: str | None = None):
+        spec = {"bundle": bundle, "options": options.server_config()}
         root = str(Path(__file__).resolve().parents[2])  # so the child imports this very latcomp
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
         }
-        if config.token:
-            env[TOKEN_ENV] = config.token
+        if token:
+            env[TOKEN_ENV] = token
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _CHILD, json.dumps(spec)],
@@ -133,7 +138,7 @@ class ServerProcess:
             stderr=self.log,
             env=env,
         )
-        ready = self._wait_ready(config.server_timeout)
+        ready = self._wait_ready(options.start_timeout)
         if ready is None:
             tail = self.log_tail()
             self.stop()
@@ -566,7 +571,7 @@ def run_serve_bench(config: ServeBenchConfig, progress: report.Progress | None =
             )
         read_bundle(config.bundle or DEFAULT_BUNDLE, verify=False)  # a clear error before the subprocess
         progress.update("starting a server ...")
-        server = ServerProcess(config)
+        server = ServerProcess(config.bundle, config.server, config.token)
         target, metrics_url = server.target, server.metrics_url
         progress.done(f"server on {target} (metrics {metrics_url})")
     try:

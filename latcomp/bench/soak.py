@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from . import PAYLOADS, RPCS, report
 from .serve_bench import (
     Load,
-    ServeBenchConfig,
+    ServerOptions,
     ServerProcess,
     batch_histogram,
     build_requests,
@@ -60,15 +60,7 @@ class SoakConfig:
     token: str | None = None
     tls_ca: str | None = None
     seed: int = 0
-    # for the server this benchmark starts
-    backend: str = "auto"
-    device: str = "cpu"
-    precision: str = "auto"
-    max_batch: int | None = None
-    max_delay_ms: float | None = None
-    instances: int | None = None
-    threads: int | None = None
-    server_timeout: float = 300.0
+    server: ServerOptions = field(default_factory=ServerOptions)  # used when there is no target
 
 
 def rss_mb(pid: int | None) -> tuple[float | None, float | None]:
@@ -213,11 +205,7 @@ def run_soak(config: SoakConfig, progress: report.Progress | None = None) -> dic
             )
         read_bundle(config.bundle or DEFAULT_BUNDLE, verify=False)  # a clear error before the subprocess
         progress.update("starting a server ...")
-        server = ServerProcess(ServeBenchConfig(
-            bundle=config.bundle, token=config.token, backend=config.backend, device=config.device,
-            precision=config.precision, max_batch=config.max_batch, max_delay_ms=config.max_delay_ms,
-            instances=config.instances, threads=config.threads, server_timeout=config.server_timeout,
-        ))  # fmt: skip
+        server = ServerProcess(config.bundle, config.server, config.token)
         target, metrics_url, pid = server.target, server.metrics_url, server.process.pid
         progress.done(f"server on {target} (pid {pid}, metrics {metrics_url})")
     try:
