@@ -174,18 +174,29 @@ def _connection(args: argparse.Namespace) -> dict:
     }
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _load_server(command: str, args: argparse.Namespace, run):
+    """Runs `run()` (a benchmark against a server) for `latcomp bench COMMAND`: its result, or None after
+    printing why it could not run (a target and a bundle both given, a bad bundle, an unreachable target)."""
     from ..runtime import BundleError
+
+    if args.target and args.bundle:
+        print(f"latcomp bench {command}: give either BUNDLE (to start a server) or --target, not both",
+              file=sys.stderr)
+        return None
+    try:
+        return run()
+    except (BundleError, ValueError, OSError, RuntimeError) as error:
+        print(f"latcomp bench {command}: {error}", file=sys.stderr)
+    except Exception as error:  # e.g. grpc's AioRpcError when the target cannot be reached
+        print(f"latcomp bench {command}: {type(error).__name__}: {error}", file=sys.stderr)
+    return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from . import report
     from .serve_bench import ServeBenchConfig, run_serve_bench, serve_markdown, serve_plot
 
-    if args.target and args.bundle:
-        print(
-            "latcomp bench serve: give either BUNDLE (to start a server) or --target, not both",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+    def run() -> dict:
         config = ServeBenchConfig(
             concurrency=args.concurrency,
             requests=args.requests,
@@ -196,12 +207,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             **_connection(args),
         )
-        result = run_serve_bench(config, report.Progress("bench serve", enabled=not args.quiet))
-    except (BundleError, ValueError, OSError, RuntimeError) as error:
-        print(f"latcomp bench serve: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # e.g. grpc's AioRpcError when the target cannot be reached
-        print(f"latcomp bench serve: {type(error).__name__}: {error}", file=sys.stderr)
+        return run_serve_bench(config, report.Progress("bench serve", enabled=not args.quiet))
+
+    result = _load_server("serve", args, run)
+    if result is None:
         return 2
     markdown = serve_markdown(result)
     print(markdown, end="")
@@ -293,17 +302,10 @@ def _add_serve(bench) -> None:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    from ..runtime import BundleError
     from . import report
     from .soak import SoakConfig, run_soak, soak_markdown
 
-    if args.target and args.bundle:
-        print(
-            "latcomp bench soak: give either BUNDLE (to start a server) or --target, not both",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+    def run() -> dict:
         config = SoakConfig(
             pid=args.pid,
             duration=args.duration,
@@ -314,12 +316,10 @@ def cmd_soak(args: argparse.Namespace) -> int:
             payload=args.payload,
             **_connection(args),
         )
-        result = run_soak(config, report.Progress("bench soak", enabled=not args.quiet))
-    except (BundleError, ValueError, OSError, RuntimeError) as error:
-        print(f"latcomp bench soak: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:  # e.g. grpc's AioRpcError when the target cannot be reached
-        print(f"latcomp bench soak: {type(error).__name__}: {error}", file=sys.stderr)
+        return run_soak(config, report.Progress("bench soak", enabled=not args.quiet))
+
+    result = _load_server("soak", args, run)
+    if result is None:
         return 2
     markdown = soak_markdown(result)
     print(markdown, end="")
