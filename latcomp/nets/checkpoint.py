@@ -1,6 +1,6 @@
 """Reading generator and regressor checkpoints safely, in every wrapping the published files use.
 
-Published files come in three wrappings (see ../shared/conformance/README.md):
+Published files come in three wrappings (see tests/data/conformance/README.md):
   - rosinality StyleGAN2: ``{"g_ema": sd, "latent_avg": w, "g": ..., "d": ..., "args": ...}``
   - the paper's encoders: ``{"state_dict": sd, "optimizer": ..., "epoch": ..., "val_loss": ...}``
   - GAN-dissection ProGAN: the bare state_dict (or ``{"state_dict": sd}``)
