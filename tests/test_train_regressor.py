@@ -246,3 +246,15 @@ def test_latent_loss_is_cosine_for_progan_and_mse_for_stylegan():
     assert LOSSES["latent"](LossSetup("stylegan2"))(batch).item() == pytest.approx(0.5)
     real_only = LossBatch(pred, None, batch.pred_image, batch.target_image)
     assert LOSSES["latent"](LossSetup("stylegan2"))(real_only).item() == 0.0
+
+
+def test_init_regressor_starts_from_saved_weights_and_refuses_another_architecture(stylegan_file, tmp_path):
+    RegressorTrainer(config(stylegan_file, tmp_path / "first", steps=2)).fit(quiet=True)
+    saved = load(tmp_path / "first" / "regressor.safetensors")
+    trainer = RegressorTrainer(config(stylegan_file, tmp_path / "second", seed=1,
+                                      init_regressor=str(tmp_path / "first" / "regressor.safetensors")))
+    for key, value in saved.state_dict().items():
+        assert torch.equal(trainer.regressor.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="--init-regressor"):
+        RegressorTrainer(config(stylegan_file, tmp_path / "third", widths=(8, 8),
+                                init_regressor=str(tmp_path / "first" / "regressor.safetensors")))

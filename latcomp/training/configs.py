@@ -62,6 +62,7 @@ class RegressorConfig:
     out: str
     arch: str | None = None
     regressor_arch: str | None = None
+    init_regressor: str | None = None
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     widths: tuple[int, ...] = (32, 64, 128, 256)
     input_size: int | None = None
@@ -87,6 +88,8 @@ class RegressorConfig:
         "out": "run directory (created)",
         "arch": "generator architecture; None: detected from the file",
         "regressor_arch": "regressor; None: stylegan-encoder for StyleGAN2, progan-encoder for ProGAN",
+        "init_regressor": "start from the weights of this regressor .safetensors (same architecture) instead "
+        "of a random initialisation; the optimiser starts fresh",
         "blocks": "BasicBlocks per ResNet stage (the paper: 3 4 6 3 = ResNet-34 for StyleGAN2, "
         "2 2 2 2 = ResNet-18 for ProGAN)",
         "widths": "channels per ResNet stage (the paper: 64 128 256 512)",

@@ -100,7 +100,19 @@ def build_regressor(config: RegressorConfig, generator: nn.Module) -> nn.Module:
         regressor = StyleGANEncoder(blocks=blocks, widths=widths, n_latent=n_latent, style_dim=style_dim,
                                     input_size=config.input_size or generator.resolution)
     check_pair(regressor, generator)
+    if config.init_regressor:
+        start_from(regressor, config.init_regressor)
     return regressor
+
+
+def start_from(regressor: nn.Module, path: str) -> None:
+    """Copies the weights of a saved regressor of the same architecture (fine-tuning; the optimiser starts
+    fresh). The architecture must match exactly: a silently partial load would train a different model."""
+    source = load(path)
+    if (source.arch, source.config) != (regressor.arch, regressor.config):
+        raise ValueError(f"--init-regressor {path}: it is {source.arch} {source.config}, but this run builds "
+                         f"{regressor.arch} {regressor.config}; pass matching --blocks/--widths/--input-size")
+    regressor.load_state_dict(source.state_dict())
 
 
 def as_regressor_latent(latent: torch.Tensor, regressor: nn.Module) -> torch.Tensor:
