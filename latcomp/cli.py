@@ -42,7 +42,11 @@ def _example_checkpoint(directory: Path) -> Path:
 
 
 def _info_checkpoint(args: argparse.Namespace) -> dict:
-    from .nets import describe, load
+    try:
+        from .nets import describe, load
+    except ImportError as error:  # the serving install (.[cpu]) has no torch
+        raise ImportError(f"describing a checkpoint needs torch ({error}): pip install -e '.[train]'") \
+            from None
 
     overrides = {"resolution": args.resolution} if args.resolution else {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -66,13 +70,19 @@ def _info_bundle(path: Path) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """A checkpoint file, a bundle directory or a running server: whichever was named."""
+    """A checkpoint file, a bundle directory or a running server: whichever was named; nothing named: the
+    bundle shipped with latcomp."""
     try:
         if args.server:
             from .service.cli import server_info
 
             info = server_info(args.server, tls_ca=args.tls_ca)
-        elif args.path and Path(args.path).is_dir():
+        elif args.path is None and not args.example:
+            from .runtime.bundle import DEFAULT_BUNDLE
+
+            info = {"shipped_bundle": str(DEFAULT_BUNDLE), **_info_bundle(DEFAULT_BUNDLE)}
+            del info["bundle"]
+        elif Path(args.path or "").is_dir():
             info = _info_bundle(Path(args.path))
         else:
             info = _info_checkpoint(args)
@@ -110,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Describe a generator or regressor checkpoint (.pt/.pth/.ckpt/.safetensors): "
         "architecture, resolution, latent shape, parameter count and, for regressors, the mask "
         "convention; or a bundle directory (verified: checksums, format version); or the model a running "
-        "server holds (--server). Says why when it cannot. Checkpoints are read with "
-        "torch.load(weights_only=True): a pickle that would run code is refused.",
+        "server holds (--server); with nothing named, the bundle shipped with latcomp and its path. Says why "
+        "when it cannot. Checkpoints are read with torch.load(weights_only=True): a pickle that would run "
+        "code is refused.",
     )
-    source = info.add_mutually_exclusive_group(required=True)
-    source.add_argument("path", nargs="?", help="checkpoint file or bundle directory")
+    source = info.add_mutually_exclusive_group()
+    source.add_argument("path", nargs="?", help="checkpoint file or bundle directory (default: the shipped "
+                        "bundle)")
     source.add_argument("--example", action="store_true", help="describe a small built-in example generator")
     source.add_argument("--server", metavar="HOST:PORT", help="ask a running `latcomp serve` (token from "
                         "env LATCOMP_AUTH_TOKEN)")

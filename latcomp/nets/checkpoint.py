@@ -30,8 +30,17 @@ _META_ARCH = "latcomp.arch"
 _META_CONFIG = "latcomp.config"
 
 
+EXPECTED_FILES = ("a PyTorch checkpoint (.pt/.pth/.ckpt written by torch.save: a state_dict, or a dict "
+                  "holding 'g_ema' or 'state_dict') or a .safetensors file")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the architecture; the message says why."""
+
+
+def _unreadable(path: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"cannot read {path} as a checkpoint ({_first_line(error)}); expected "
+                           f"{EXPECTED_FILES}")
 
 
 def model_class(arch: str) -> type[nn.Module]:
@@ -123,9 +132,12 @@ def _read_file(path: Path) -> tuple[dict, dict]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as error:  # safetensors raises its own error types for a foreign or damaged file
+            raise _unreadable(path, error) from None
         meta = {}
         if _META_ARCH in metadata:
             meta["arch"] = metadata[_META_ARCH]
@@ -139,17 +151,17 @@ def _read_file(path: Path) -> tuple[dict, dict]:
         # pickle; any other unpickling failure is a damaged or foreign file
         constructs = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if constructs is None:
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(error)}") \
-                from None
+            raise _unreadable(path, error) from None
         raise CheckpointError(
             f"refusing to load {path}: it holds Python objects that would run code when unpickled (it calls "
             f"{constructs[1]}). latcomp reads only tensors and plain containers; re-save the weights with "
             "torch.save(model.state_dict(), ...) or as .safetensors."
         ) from None
     except Exception as error:  # a truncated or foreign file fails in many ways inside the unpickler
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(error)}") from None
+        raise _unreadable(path, error) from None
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint dict; "
+                              f"expected {EXPECTED_FILES}")
     meta = obj.get("latcomp") if isinstance(obj.get("latcomp"), Mapping) else {}
     return dict(obj), dict(meta)
 

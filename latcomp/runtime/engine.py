@@ -1,5 +1,7 @@
 """The Engine base class: what every backend (ort, trt, torch) shares.
 
+The public calls: `run` (the low-level batch call on model-size arrays), `composite` and `inpaint` (real
+images at their own size, through runtime.edits exactly as the gRPC server does), `generate` and `sample`.
 It validates inputs (ValueError saying what was expected), splits any batch into chunks of at most
 `max_batch`, turns seeds into Gaussian z, and is a context manager. A backend implements three methods,
 each called with at most `max_batch` samples of already validated, C-contiguous arrays:
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import edits
 from .bundle import Bundle
 
 MAX_SEED = 2**32 - 1  # numpy.random.RandomState accepts seeds in [0, 2**32)
@@ -75,6 +78,33 @@ class Engine:
             raise ValueError(f"realism must lie in [0, 1], got values from {realism.min()} to "
                              f"{realism.max()}")
         return self._in_chunks(self._compose, (self._no_images(), self._no_latents()), images, masks, realism)
+
+    def composite(self, layers: Sequence, size: str = edits.CANVAS, realism: float = 0.0,
+                  preserve_known: bool = False, feather: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Composes real images of any size: the layers are pasted in order onto a canvas the size of the
+        first, the model fills and blends the collage, and the result comes back at the canvas size
+        (size="model": R x R). Each layer is an image (uint8 array [H,W,3], [H,W] or RGBA [H,W,4], or a
+        PIL image), a tuple (image, mask) or (image, mask, (x, y)), or a compose.Layer; a mask is bool or
+        uint8 [H,W] (True / 255 = known); without one the image's alpha, else the whole layer, is known.
+        preserve_known pastes the known pixels back over the result (feathered by `feather` pixels;
+        None = 1/32 of the shorter side). Returns (image uint8 [H,W,3], latent float32 [*latent_shape]):
+        exactly what the gRPC Composite answers."""
+        layers = [edits.as_layer(spec, f"layers[{index}]") for index, spec in enumerate(layers)]
+        return self._edit(layers, size, realism, preserve_known, feather)
+
+    def inpaint(self, image, mask=None, size: str = edits.CANVAS, realism: float = 0.0,
+                preserve_known: bool = False, feather: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Fills the pixels of `image` (any size) that `mask` marks unknown (False / 0); without a mask the
+        image's alpha channel is the mask, and an image without one raises edits.MaskRequired (a
+        ValueError). Options and result as in composite."""
+        return self._edit([edits.inpaint_layer(image, mask)], size, realism, preserve_known, feather)
+
+    def _edit(self, layers: list, size: str, realism: float, preserve_known: bool, feather: int | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        edits.check_size(size)
+        edit = edits.prepare(layers, self.resolution)
+        images, latents = self.run(edit.image[None], edit.mask[None], realism)
+        return edits.finish(edit, images[0], size, preserve_known, feather), latents[0]
 
     def generate(self, latents: np.ndarray) -> np.ndarray:
         """Images uint8 [N,R,R,3] for latents float32 [N,*latent_shape]."""

@@ -175,9 +175,10 @@ def _add_edit_flags(parser) -> None:
     out.add_argument("--feather-px", type=int, help="feather width for --preserve-known (default: size/32)")
     out.add_argument(
         "--size",
-        choices=["model", "canvas"],
-        default="model",
-        help="output at the model's or the canvas size",
+        choices=["canvas", "model"],
+        default="canvas",
+        help="canvas: the output has the first layer's / the image's own size (default); model: the "
+        "model's R x R resolution",
     )
     out.add_argument("--input-out", help="also save the collage fed to the model")
 

@@ -9,7 +9,8 @@ Images may be numpy arrays (uint8 [H,W,3], [H,W] gray or [H,W,4] RGBA, whose alp
 none is given), PIL images, file paths or encoded bytes (sent as they are). Masks likewise (uint8 or bool
 [H,W], 255/True = known). Output options are keywords of every edit call:
 format ("png" | "jpeg" | "raw"), jpeg_quality, return_latent, return_input, preserve_known, realism (0..1),
-size ("model" | "canvas"), feather_px. Failures raise ServiceError with the gRPC status code and message.
+size ("canvas", the default: the first layer's / the image's own size; "model": R x R), feather_px.
+Failures raise ServiceError with the gRPC status code and message.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import grpc
 import numpy as np
 
 from .. import compose
+from ..runtime import edits
 from . import codec
 from .proto import ComposerStub, pb
 
@@ -69,7 +71,7 @@ def output_options(
     return_input: bool = False,
     preserve_known: bool = False,
     realism: float = 0.0,
-    size: str = "model",
+    size: str = "canvas",
     feather_px: int | None = None,
 ) -> Any:
     options = pb.OutputOptions(
@@ -87,7 +89,7 @@ def output_options(
 
 
 def _image_and_mask(image: Any, mask: Any | None) -> tuple[Any, Any | None]:
-    rgb, alpha = codec.split_alpha(image)
+    rgb, alpha = edits.split_alpha(image)
     message = codec.image_message(rgb)
     if mask is None:
         mask = alpha

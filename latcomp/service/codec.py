@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .. import compose
+from ..runtime import edits
 from .proto import pb
 
 DECODERS = ("PNG", "JPEG", "WEBP")
@@ -162,7 +163,7 @@ class OutputSpec:
     return_input: bool
     preserve_known: bool
     realism: float
-    canvas_size: bool
+    size: str  # edits.CANVAS (the default) or edits.MODEL
     feather: int | None  # pixels; None = compose.default_feather
 
 
@@ -186,7 +187,7 @@ def output_spec(options: Any) -> OutputSpec:
         return_input=options.return_input,
         preserve_known=options.preserve_known,
         realism=float(options.realism),
-        canvas_size=options.size == pb.OUTPUT_SIZE_CANVAS,
+        size=edits.MODEL if options.size == pb.OUTPUT_SIZE_MODEL else edits.CANVAS,
         feather=feather,
     )
 
@@ -247,32 +248,12 @@ def encode_latent(latent: np.ndarray) -> Any:
 ImageLike = Any  # numpy array, PIL image, path (str / os.PathLike) or raw encoded bytes
 
 
-def _as_array(image: Any) -> np.ndarray:
-    if isinstance(image, PILImage.Image):
-        return np.asarray(image)
-    array = np.asarray(image)
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        raise TypeError(f"images and masks must be uint8 (or bool masks), got {array.dtype}")
-    return array
-
-
 def _encoded_bytes(source: Any) -> bytes | None:
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source)
     if isinstance(source, str | os.PathLike):
         return Path(source).read_bytes()
     return None
-
-
-def split_alpha(image: Any) -> tuple[Any, np.ndarray | None]:
-    """An RGBA array/PIL image -> (RGB array, alpha mask); anything else unchanged with None."""
-    if isinstance(image, PILImage.Image) and image.mode in ("RGBA", "LA"):
-        image = np.asarray(image.convert("RGBA"))
-    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[..., :3]), np.ascontiguousarray(image[..., 3])
-    return image, None
 
 
 def image_message(image: ImageLike) -> Any:
@@ -286,11 +267,12 @@ def image_message(image: ImageLike) -> Any:
         return pb.Image(encoded=data)
     if isinstance(image, PILImage.Image):
         image = image.convert("RGB")
-    array = _as_array(image)
+    array = edits.as_uint8(image, "image")
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"image array must be [H,W,3] or [H,W], got {array.shape} (split RGBA: split_alpha)")
+        raise ValueError(f"image array must be [H,W,3] or [H,W], got {array.shape}"
+                         " (split RGBA: edits.split_alpha)")
     return pb.Image(raw=raw_pixels(array))
 
 
@@ -301,7 +283,7 @@ def mask_message(mask: ImageLike) -> Any:
         return pb.Mask(encoded=data)
     if isinstance(mask, PILImage.Image):
         mask = mask.convert("L")
-    array = _as_array(mask)
+    array = edits.as_uint8(mask, "mask")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim != 2:

@@ -37,7 +37,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .. import compose
+from ..runtime import edits
 from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
 from . import codec, proto
 from .metrics import ServiceMetrics
@@ -86,12 +86,19 @@ class _Job:
 
     kind: str  # "composite" | "inpaint" | "sample"
     spec: codec.OutputSpec
-    image: np.ndarray | None = None  # uint8 [R,R,3], the model's input
-    mask: np.ndarray | None = None  # uint8 [R,R,1]
-    canvas: np.ndarray | None = None  # uint8 [H,W,3], the collage at canvas size
-    canvas_mask: np.ndarray | None = None  # uint8 [H,W]
+    edit: edits.Edit | None = None  # the canvas and the model's input (not for samples)
     seed: int = 0
     truncation: float = 1.0
+
+    @property
+    def image(self) -> np.ndarray:
+        """uint8 [R,R,3], the model's input."""
+        return self.edit.image
+
+    @property
+    def mask(self) -> np.ndarray:
+        """uint8 [R,R,1]."""
+        return self.edit.mask
 
 
 # ---- interceptors ---------------------------------------------------------------------------------------
@@ -494,24 +501,15 @@ class ComposerServer:
             layers = codec.decode_layers(request, self.limits)
         else:
             layers = [codec.decode_inpaint(request, self.limits)]
-        canvas, canvas_mask = compose.paste_layers(layers)
-        if spec.canvas_size:
-            codec.check_output_size(spec, *canvas.shape[:2])
-        image, mask = compose.to_model(canvas, canvas_mask, self.engine.resolution)
-        return _Job(kind, spec, image, mask, canvas, canvas_mask)
+        edit = edits.prepare(layers, self.engine.resolution)
+        codec.check_output_size(spec, *edit.output_shape(spec.size))
+        return _Job(kind, spec, edit)
 
     def _finish(self, job: _Job, image: np.ndarray, latent: np.ndarray) -> Any:
         """Output size, paste-back and encoding (in the io pool)."""
         spec = job.spec
-        if job.kind != "sample":
-            if spec.canvas_size:
-                height, width = job.canvas.shape[:2]
-                image = compose.resize_image(image, height, width)
-                known_image, known_mask = job.canvas, job.canvas_mask
-            else:
-                known_image, known_mask = job.image, job.mask[..., 0]
-            if spec.preserve_known:
-                image = compose.paste_known(image, known_image, known_mask, spec.feather)
+        if job.kind != "sample":  # the same path as Engine.composite / Engine.inpaint
+            image = edits.finish(job.edit, image, spec.size, spec.preserve_known, spec.feather)
         response = pb.EditResponse(image=codec.encode_image(image, spec))
         if spec.return_latent:
             response.latent.CopyFrom(codec.encode_latent(latent))
