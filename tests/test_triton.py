@@ -1,115 +1,62 @@
-"""The Triton model repository: layout, config.pbtxt (parsed by a small protobuf-text reader, so no
-tritonclient is needed) and the copied ONNX model, which onnxruntime loads with its external data."""
+"""The Triton model repository: layout, config.pbtxt parsed as Triton's own ModelConfig (the schema
+tritonclient ships, in its own environment: tests/tritonclient_env.py) and checked against the ONNX graph,
+and the copied ONNX model, which onnxruntime loads with its external data."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient_env
 
 from latcomp.export import tensorrt_build as tb
 from latcomp.export.triton import preferred_batch_sizes, write_triton_repository
 
-# -- a minimal reader of protobuf text format: {field: [values]}, nested messages as dicts ------------
-
-_TOKEN = re.compile(r'\s*(?:#[^\n]*|("(?:[^"\\]|\\.)*")|([A-Za-z_][\w.]*)|(-?\d+(?:\.\d+)?)|([{}\[\]:,]))')
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    tokens, position = [], 0
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if not match or match.end() == position:
-            if text[position:].strip():
-                raise ValueError(f"unexpected text at {position}: {text[position : position + 20]!r}")
-            break
-        position = match.end()
-        string, name, number, symbol = match.groups()
-        if string is not None:
-            tokens.append(("str", string[1:-1]))
-        elif name is not None:
-            tokens.append(("name", name))
-        elif number is not None:
-            tokens.append(("num", number))
-        elif symbol is not None:
-            tokens.append(("sym", symbol))
-    return tokens
+# ONNX element types -> Triton's DataType names, for the ones a composer graph carries
+ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 10: "TYPE_FP16"}
 
 
-def parse_pbtxt(text: str) -> dict:
-    tokens = _tokens(text)
-    position = 0
-
-    def peek():
-        return tokens[position] if position < len(tokens) else ("end", "")
-
-    def take(kind=None, value=None):
-        nonlocal position
-        token = peek()
-        if (kind and token[0] != kind) or (value and token[1] != value):
-            raise ValueError(f"expected {value or kind}, got {token}")
-        position += 1
-        return token
-
-    def scalar():
-        kind, value = take()
-        if kind == "num":
-            return float(value) if "." in value else int(value)
-        if kind in ("str", "name"):
-            return value
-        raise ValueError(f"unexpected {value!r}")
-
-    def value():
-        if peek() == ("sym", "{"):
-            take()
-            result = message()
-            take("sym", "}")
-            return result
-        return scalar()
-
-    def message() -> dict:
-        fields: dict[str, list] = {}
-        while peek()[0] == "name":
-            name = take()[1]
-            if peek() == ("sym", ":"):
-                take()
-            if peek() == ("sym", "["):
-                take()
-                items = []
-                while peek() != ("sym", "]"):
-                    items.append(value())
-                    if peek() == ("sym", ","):
-                        take()
-                take("sym", "]")
-                fields.setdefault(name, []).extend(items)
-            else:
-                fields.setdefault(name, []).append(value())
-        return fields
-
-    result = message()
-    if peek()[0] != "end":
-        raise ValueError(f"trailing tokens from {peek()}")
-    return result
+def parse_configs(*paths: Path) -> list[dict]:
+    """Each config.pbtxt parsed by protobuf's text_format into tritonclient's model_config_pb2.ModelConfig,
+    as a dict (int64 fields as ints)."""
+    parsed = tritonclient_env.run_tool("pbtxt", *(str(path) for path in paths))
+    return [_ints(parsed[str(path)]) for path in paths]
 
 
-def one(message: dict, field: str):
-    values = message[field]
-    assert len(values) == 1, f"{field} appears {len(values)} times"
-    return values[0]
+def _ints(value):
+    """MessageToDict writes int64 as strings; dims and shapes read better as ints."""
+    if isinstance(value, dict):
+        return {key: _ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_ints(item) for item in value]
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else value
 
 
-def test_pbtxt_reader_understands_the_constructs_used():
-    parsed = parse_pbtxt('a: "x" b: 3 c [ { d: [ 1, 2 ] e { f: [ ] } }, { d: [ ] } ] g { h: TYPE_FP32 }')
-    assert one(parsed, "a") == "x" and one(parsed, "b") == 3
-    assert [item["d"] for item in parsed["c"]] == [[1, 2], []]
-    assert parsed["c"][0]["e"] == [{"f": []}]
-    assert one(one(parsed, "g"), "h") == "TYPE_FP32"
-    with pytest.raises(ValueError):
-        parse_pbtxt("a: { b: 1")
+def graph_tensors(onnx_path: Path) -> tuple[dict, dict]:
+    """{name: (Triton type, dims without the batch axis)} of the graph's inputs and outputs."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+
+    def described(values) -> dict:
+        tensors = {}
+        for value in values:
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            assert dims[0] == -1, f"{value.name}: the batch axis must be dynamic"
+            tensors[value.name] = (ONNX_TO_TRITON[tensor.elem_type], dims[1:])
+        return tensors
+
+    return described(graph.input), described(graph.output)
+
+
+def config_tensors(tensors: list[dict]) -> dict:
+    """{name: (type, dims as the model sees them: the reshape when there is one)}."""
+    return {t["name"]: (t["data_type"], t["reshape"].get("shape", []) if "reshape" in t else t["dims"])
+            for t in tensors}
 
 
 def test_preferred_batch_sizes():
@@ -131,10 +78,6 @@ def bundle(tmp_path_factory) -> Path:
     return Path(make_small_bundle(tmp_path_factory.mktemp("triton") / "bundle", arch="stylegan2"))
 
 
-def tensors(config: dict, section: str) -> dict[str, dict]:
-    return {one(spec, "name"): spec for spec in config[section]}
-
-
 def test_gpu_repository_layout_and_config(bundle, tmp_path):
     manifest = json.loads((bundle / "latcomp.json").read_text())
     r, latent_shape = manifest["resolution"], manifest["latent_shape"]
@@ -143,36 +86,51 @@ def test_gpu_repository_layout_and_config(bundle, tmp_path):
     assert (model_dir / "config.pbtxt").is_file() and (model_dir / "1" / "model.onnx").is_file()
     assert (model_dir / "1" / "weights.bin").is_file()  # the external data sits beside model.onnx
 
-    config = parse_pbtxt((model_dir / "config.pbtxt").read_text())
-    assert one(config, "name") == "composer"
-    assert one(config, "platform") == "onnxruntime_onnx"
-    assert one(config, "max_batch_size") == 8
-    inputs, outputs = tensors(config, "input"), tensors(config, "output")
-    assert set(inputs) == {"image", "mask", "realism"} and set(outputs) == {"result", "latent"}
-    assert one(inputs["image"], "data_type") == "TYPE_UINT8" and inputs["image"]["dims"] == [r, r, 3]
-    assert one(inputs["mask"], "data_type") == "TYPE_UINT8" and inputs["mask"]["dims"] == [r, r, 1]
-    assert one(inputs["realism"], "data_type") == "TYPE_FP32" and inputs["realism"]["dims"] == [1]
-    assert one(inputs["realism"], "reshape") == {"shape": []}  # a [N] input: dims [1] reshaped to []
-    assert one(outputs["result"], "data_type") == "TYPE_UINT8" and outputs["result"]["dims"] == [r, r, 3]
-    assert one(outputs["latent"], "data_type") == "TYPE_FP32" and outputs["latent"]["dims"] == latent_shape
+    [config] = parse_configs(model_dir / "config.pbtxt")
+    assert config["name"] == "composer"
+    assert config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 8
+    inputs = {t["name"]: t for t in config["input"]}
+    outputs = {t["name"]: t for t in config["output"]}
+    assert inputs["image"]["data_type"] == "TYPE_UINT8" and inputs["image"]["dims"] == [r, r, 3]
+    assert inputs["mask"]["data_type"] == "TYPE_UINT8" and inputs["mask"]["dims"] == [r, r, 1]
+    assert inputs["realism"]["data_type"] == "TYPE_FP32" and inputs["realism"]["dims"] == [1]
+    assert inputs["realism"]["reshape"] == {}  # a [N] input: dims [1] reshaped to [] (an empty shape)
+    assert outputs["result"]["data_type"] == "TYPE_UINT8" and outputs["result"]["dims"] == [r, r, 3]
+    assert outputs["latent"]["data_type"] == "TYPE_FP32" and outputs["latent"]["dims"] == latent_shape
 
-    batching = one(config, "dynamic_batching")
+    batching = config["dynamic_batching"]
     assert batching["preferred_batch_size"] == [4, 8]
-    assert one(batching, "max_queue_delay_microseconds") == 500
-    group = one(config, "instance_group")
-    assert one(group, "count") == 2 and one(group, "kind") == "KIND_GPU"
-    accelerator = one(one(one(config, "optimization"), "execution_accelerators"), "gpu_execution_accelerator")
-    assert one(accelerator, "name") == "tensorrt"
-    parameters = {one(p, "key"): one(p, "value") for p in accelerator["parameters"]}
+    assert batching["max_queue_delay_microseconds"] == 500
+    [group] = config["instance_group"]
+    assert group["count"] == 2 and group["kind"] == "KIND_GPU"
+    [accelerator] = config["optimization"]["execution_accelerators"]["gpu_execution_accelerator"]
+    assert accelerator["name"] == "tensorrt"
+    parameters = accelerator["parameters"]
     assert parameters["precision_mode"] == "FP16" and int(parameters["max_workspace_size_bytes"]) > 0
+
+
+def test_every_exported_config_parses_as_tritons_and_matches_the_graph(bundle, tmp_path):
+    """Both kinds and both layouts of the repository: Triton's ModelConfig, tensors as in the ONNX graph."""
+    model_dirs = [
+        write_triton_repository(bundle, tmp_path / "gpu", max_batch=8, kind="gpu"),
+        write_triton_repository(bundle, tmp_path / "cpu", max_batch=3, instances=2, kind="cpu"),
+    ]
+    graph_inputs, graph_outputs = graph_tensors(bundle / "composer.onnx")
+    configs = parse_configs(*(model_dir / "config.pbtxt" for model_dir in model_dirs))
+    for model_dir, config in zip(model_dirs, configs, strict=True):
+        assert config["name"] == model_dir.name  # Triton requires the directory's name
+        assert config_tensors(config["input"]) == graph_inputs
+        assert config_tensors(config["output"]) == graph_outputs
+        assert (model_dir / "1" / "model.onnx").is_file()
 
 
 def test_cpu_repository_has_no_gpu_accelerator(bundle, tmp_path):
     model_dir = write_triton_repository(bundle, tmp_path / "repo", max_batch=4, kind="cpu")
-    config = parse_pbtxt((model_dir / "config.pbtxt").read_text())
-    assert one(one(config, "instance_group"), "kind") == "KIND_CPU"
+    [config] = parse_configs(model_dir / "config.pbtxt")
+    assert [group["kind"] for group in config["instance_group"]] == ["KIND_CPU"]
     assert "optimization" not in config
-    assert one(one(config, "dynamic_batching"), "preferred_batch_size") == 4
+    assert config["dynamic_batching"]["preferred_batch_size"] == [4]
 
 
 def test_copied_model_loads_and_matches_the_bundle_graph(bundle, tmp_path):
@@ -226,8 +184,8 @@ def test_plan_repository(bundle, tmp_path):
     model_dir = write_triton_repository(copy, tmp_path / "repo", max_batch=8, use_plan=True)
     assert (model_dir / "1" / "model.plan").read_bytes() == b"not really a plan"
     assert not (model_dir / "1" / "model.onnx").exists()
-    config = parse_pbtxt((model_dir / "config.pbtxt").read_text())
-    assert one(config, "platform") == "tensorrt_plan" and "optimization" not in config
+    [config] = parse_configs(model_dir / "config.pbtxt")
+    assert config["platform"] == "tensorrt_plan" and "optimization" not in config
     with pytest.raises(ValueError, match="--max-batch 16"):
         write_triton_repository(copy, tmp_path / "repo", max_batch=16, use_plan=True)
 
