@@ -1,0 +1,310 @@
+"""The studio's web server: the page, and one WebSocket per browser tab on the service's engine path.
+
+    studio = Studio(engine, ServerConfig(host="127.0.0.1", port=8765))
+    port = await studio.start()      # warm-up, then listening
+    ...
+    await studio.stop()
+
+Edits run exactly as the gRPC service runs them: the layers are validated against the service's limits
+(`codec.Limits` from the same ServerConfig flags), pasted, resized and pasted back by `runtime.edits`, and
+computed by the runtime's `Batcher` (same batching, queue bound and errors). The page keeps one edit in
+flight and only the newest one pending, so a connection never queues stale work (see static/studio.js).
+
+Security: with an auth token set, a socket must say `{"type": "hello", "token": ...}` first or is closed
+(4401); WebSockets from another origin are refused (a web page the user visits cannot drive the studio);
+on a loopback address only loopback Host headers are served (DNS rebinding). The page itself carries no
+secrets and is served to anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..runtime import edits
+from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
+from ..service import codec
+from ..service.server import ServerConfig
+from . import wire
+from .session import CANVAS_SIDES, MAX_SOURCE_SIDE, EditError, Session
+
+log = logging.getLogger("latcomp.studio")
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+FACE_SIZE = 256  # procedural faces are drawn at this size (about 0.1 s each)
+UNAUTHENTICATED = 4401  # WebSocket close code (4000-4999: application defined)
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]") in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class Studio:
+    def __init__(self, engine: Any, config: ServerConfig):
+        self.engine = engine
+        self.config = config
+        self.limits = codec.Limits(max_pixels=config.max_pixels, max_total_pixels=4 * config.max_pixels)
+        self.max_message_bytes = int(config.max_message_mb * 1024 * 1024)
+        self.batcher: Batcher | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._io = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="latcomp-studio-io")
+
+    # ---- lifecycle ----
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_message_bytes, middlewares=[self._guard])
+        app.router.add_get("/", self._index)
+        app.router.add_get("/ws", self._socket)
+        app.router.add_static("/static/", STATIC)
+        return app
+
+    async def start(self) -> int:
+        """Warms the engine up, then listens; returns the bound port."""
+        config = self.config
+        self.batcher = Batcher(self.engine, max_batch=config.max_batch, max_delay_ms=config.max_delay_ms,
+                               max_queue=config.max_queue)
+        resolution = self.engine.resolution
+        image = np.zeros((1, resolution, resolution, 3), np.uint8)
+        mask = np.zeros((1, resolution, resolution, 1), np.uint8)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._io, self.engine.run, image, mask)
+                               for _ in range(self.batcher.threads)))
+        self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.host.strip("[]") or None, config.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self.port
+
+    async def stop(self) -> None:
+        for socket in list(self._sockets):
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"the studio is stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.batcher is not None:
+            await self.batcher.close(timeout=self.config.grace_s)
+        self._io.shutdown(wait=False)
+
+    def url(self) -> str:
+        host = self.config.host.strip("[]")
+        shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        return f"http://{shown}:{self.port}/"
+
+    # ---- HTTP ----
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        if is_loopback(self.config.host) and not is_loopback(request.url.host or ""):
+            raise web.HTTPForbidden(text="the studio listens on loopback; use http://127.0.0.1 or localhost")
+        response = await handler(request)
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            f"default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws://{request.host}; "
+            "frame-ancestors 'none'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # ---- the socket ----
+
+    def _token_ok(self, given: Any) -> bool:
+        expected = self.config.auth_token
+        return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in (f"http://{request.host}", f"https://{request.host}"):
+            raise web.HTTPForbidden(text=f"WebSocket from origin {origin} refused")
+        socket = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0)
+        await socket.prepare(request)
+        self._sockets.add(socket)
+        session = Session(self.limits, self.engine.resolution)
+        authenticated = not self.config.auth_token
+        try:
+            async for message in socket:
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                try:
+                    if message.type == WSMsgType.TEXT:
+                        header, parts = wire.parse_header(message.data), []
+                    else:
+                        header, parts = wire.unpack(message.data)
+                except wire.WireError as error:
+                    await socket.close(code=WSCloseCode.UNSUPPORTED_DATA, message=str(error)[:120].encode())
+                    break
+                if not authenticated:
+                    if header["type"] != "hello" or not self._token_ok(header.get("token")):
+                        await socket.close(code=UNAUTHENTICATED, message=b"missing or wrong access token")
+                        break
+                    authenticated = True
+                if not await self._answer(socket, session, header, parts):
+                    break
+        finally:
+            self._sockets.discard(socket)
+        return socket
+
+    async def _answer(self, socket, session: Session, header: dict, parts: list[bytes]) -> bool:
+        """Handles one message and sends its reply; False when the socket should close."""
+        kind = header["type"]
+        handler = getattr(self, f"_on_{kind}", None)
+        reply: dict | tuple[dict, list[bytes]]
+        try:
+            if handler is None:
+                raise EditError(f"unknown message type {kind!r}")
+            reply = await handler(session, header, parts)
+        except (EditError, codec.InvalidArgument) as error:
+            reply = {"type": "error", "request": kind, "seq": header.get("seq"), "message": str(error)}
+        except (QueueFull, DeadlineExceeded) as error:
+            reply = {"type": "error", "request": kind, "seq": header.get("seq"), "busy": True,
+                     "message": f"the engine is busy: {error}"}
+        except EngineFailed as error:
+            log.error("engine failure: %s", error, exc_info=error.__cause__)
+            reply = {"type": "error", "request": kind, "seq": header.get("seq"),
+                     "message": f"the engine failed: {error}"}
+        except BatcherClosed:
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"the studio is stopping")
+            return False
+        if isinstance(reply, tuple):
+            await socket.send_bytes(wire.pack(*reply))
+        else:
+            await socket.send_json(reply)
+        return True
+
+    async def _in_pool(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
+
+    # ---- messages (each returns the reply: a JSON header, or a header and binary parts) ----
+
+    async def _on_hello(self, session: Session, header: dict, parts: list[bytes]) -> dict:
+        engine = self.engine
+        return {
+            "type": "info",
+            "model": {"name": str(engine.name), "version": str(engine.version),
+                      "backend": str(engine.backend), "device": str(engine.device),
+                      "resolution": int(engine.resolution)},
+            "sizes": sorted({*CANVAS_SIDES, int(engine.resolution)}),
+            "max_layers": self.limits.max_layers,
+            "max_source_side": MAX_SOURCE_SIDE,
+        }
+
+    def _layer_reply(self, layer_id: str, session: Session) -> tuple[dict, list[bytes]]:
+        layer = session.layers[layer_id]
+        height, width = layer.image.shape[:2]
+        header = {"type": "layer", "id": layer_id, "width": width, "height": height, "origin": layer.origin}
+        return header, [layer.image.tobytes(), layer.mask.tobytes()]
+
+    async def _on_face(self, session: Session, header: dict, parts: list[bytes]):
+        from ..data.faces import render
+
+        seed = _seed(header.get("seed"))
+        face = await self._in_pool(render, seed, FACE_SIZE)
+        session.add(header.get("id"), face.image, None, {"face": seed})
+        return self._layer_reply(header["id"], session)
+
+    async def _on_sample(self, session: Session, header: dict, parts: list[bytes]):
+        seed = _seed(header.get("seed"))
+        truncation = header.get("truncation", 0.7)
+        if type(truncation) not in (int, float) or not 0 <= truncation <= 1:
+            raise EditError(f"truncation: {truncation!r} is not a number in [0, 1]")
+        image, _, _ = await self.batcher.sample(seed, float(truncation))
+        session.add(header.get("id"), image, None, {"sample": seed, "truncation": truncation})
+        return self._layer_reply(header["id"], session)
+
+    async def _on_file(self, session: Session, header: dict, parts: list[bytes]):
+        if len(parts) != 1:
+            raise EditError("file: expected one part, the encoded image")
+        message = codec.pb.Image(encoded=parts[0])
+        image, alpha = await self._in_pool(codec.decode_image, "file", message, self.limits)
+        name = str(header.get("name", ""))[:200]
+        session.add(header.get("id"), image, alpha, {"file": name})
+        return self._layer_reply(header["id"], session)
+
+    async def _on_remove(self, session: Session, header: dict, parts: list[bytes]) -> dict:
+        session.remove(header.get("id"))
+        return {"type": "removed", "id": header.get("id")}
+
+    async def _on_edit(self, session: Session, header: dict, parts: list[bytes]):
+        received = time.monotonic()
+        options, layers = await self._in_pool(session.collage, header, parts)
+        edit = await self._in_pool(edits.prepare, layers, self.engine.resolution)
+        result, _, timing = await self.batcher.run(edit.image, edit.mask, options.realism)
+        output = await self._in_pool(edits.finish, edit, result, edits.CANVAS, options.preserve_known)
+        session.last_collage = (edit.canvas, edit.canvas_mask)
+        reply = {
+            "type": "result", "seq": header.get("seq"), "width": output.shape[1], "height": output.shape[0],
+            "timing": {"queue_ms": timing.queue_ms, "compute_ms": timing.compute_ms,
+                       "batch_size": timing.batch_size, "server_ms": (time.monotonic() - received) * 1000},
+        }  # fmt: skip
+        return reply, [output.tobytes()]
+
+    async def _on_collage(self, session: Session, header: dict, parts: list[bytes]):
+        """The last edit's collage as the model saw it, at canvas size: RGBA with alpha = known."""
+        collage = session.last_collage
+        if collage is None:
+            raise EditError("no collage yet: add a layer first")
+        canvas, canvas_mask = collage
+        rgba = np.concatenate([canvas, canvas_mask[..., None]], axis=2)
+        header = {"type": "collage", "width": canvas.shape[1], "height": canvas.shape[0]}
+        return header, [rgba.tobytes()]
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise EditError(f"seed: {value!r} is not an integer in [0, 2^32)")
+    return value
+
+
+class StudioThread:
+    """A Studio on its own event loop in a daemon thread (`with StudioThread(engine, config) as s:`)."""
+
+    def __init__(self, engine: Any, config: ServerConfig):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="latcomp-studio", daemon=True)
+        self._thread.start()
+        self.studio = Studio(engine, config)
+        try:
+            self.port = self._call(self.studio.start())
+        except BaseException:
+            self._shutdown()
+            raise
+        self.url = self.studio.url()
+
+    def _call(self, coroutine, timeout: float = 120.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.studio.stop())
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> StudioThread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
