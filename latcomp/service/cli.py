@@ -250,9 +250,55 @@ def _report(args: argparse.Namespace, result) -> None:
         print(f"{args.output}: {size}  {server}, {total}, batch {timing['batch_size']}")
 
 
-def _run_client(args: argparse.Namespace, call) -> int:
+class UsageError(ValueError):
+    """A mistake in the command line or its input files, found before any request: exit status 2."""
+
+
+def check_image_file(path: str, what: str) -> bool:
+    """Checks that `path` is an image the server decodes (PNG, JPEG, WebP) before it is sent; returns whether
+    it has an alpha channel. Reads the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .codec import DECODERS
+
+    supported = "supported formats: " + ", ".join("WebP" if name == "WEBP" else name for name in DECODERS)
+    try:
+        with Image.open(path) as image:
+            kind, mode, info = image.format, image.mode, image.info
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except (UnidentifiedImageError, OSError):
+        raise UsageError(f"{what} {path}: not an image file; {supported}") from None
+    if kind not in DECODERS:
+        raise UsageError(f"{what} {path}: {kind} images are not accepted; {supported} (convert it first, "
+                         "e.g. Image.open(path).save('image.png') with Pillow)")
+    return mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in info)
+
+
+def _explain(error) -> str:
+    """A ServiceError, with what to do about the limits a user runs into first."""
+    import grpc
+
+    text, details = str(error), error.details or ""
+    if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details:
+        text += ("\n  the request or its answer is over the server's message size limit: raise it with "
+                 "`latcomp serve --max-message-mb MB` (env LATCOMP_MAX_MESSAGE_MB) and pass --server, or "
+                 "send and ask for JPEG (input .jpg, -o out.jpg), several times smaller than PNG")
+    elif error.code == grpc.StatusCode.INVALID_ARGUMENT and "exceeds the limit" in details:
+        text += ("\n  the image is over the server's pixel limit: raise it with `latcomp serve --max-pixels "
+                 "N` (env LATCOMP_MAX_PIXELS) and pass --server, or send a smaller image")
+    return text
+
+
+def _run_client(args: argparse.Namespace, call, check=None) -> int:
     from .client import ServiceError
 
+    try:
+        if check is not None:
+            check(args)
+    except UsageError as error:
+        print(f"latcomp {args.command}: {error}", file=sys.stderr)
+        return 2
     try:
         session = _Session(args)
     except Exception as error:  # noqa: BLE001 - e.g. no default bundle, unreadable token file
@@ -262,7 +308,7 @@ def _run_client(args: argparse.Namespace, call) -> int:
         _report(args, call(session.client))
         return 0
     except ServiceError as error:
-        print(f"latcomp {args.command}: {error}", file=sys.stderr)
+        print(f"latcomp {args.command}: {_explain(error)}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"latcomp {args.command}: {error}", file=sys.stderr)
@@ -271,12 +317,31 @@ def _run_client(args: argparse.Namespace, call) -> int:
         session.close()
 
 
+def _check_layers(args: argparse.Namespace) -> None:
+    for index, (image, mask, _) in enumerate(args.layer):
+        check_image_file(image, f"--layer {index + 1} image")
+        if mask is not None:
+            check_image_file(mask, f"--layer {index + 1} mask")
+
+
+def _check_inpaint(args: argparse.Namespace) -> None:
+    has_alpha = check_image_file(args.image, "image")
+    if args.mask is not None:
+        check_image_file(args.mask, "--mask")
+    elif not has_alpha:
+        raise UsageError(f"{args.image} has no alpha channel and no --mask was given: inpaint needs a mask "
+                         "(--mask FILE, white = keep, black = fill) or an image whose transparent pixels "
+                         "are the ones to fill")
+
+
 def cmd_compose(args: argparse.Namespace) -> int:
-    return _run_client(args, lambda client: client.composite(args.layer, **_output_kwargs(args)))
+    return _run_client(args, lambda client: client.composite(args.layer, **_output_kwargs(args)),
+                       _check_layers)
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    return _run_client(args, lambda client: client.inpaint(args.image, args.mask, **_output_kwargs(args)))
+    return _run_client(args, lambda client: client.inpaint(args.image, args.mask, **_output_kwargs(args)),
+                       _check_inpaint)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -307,7 +372,8 @@ def _add_client_commands(commands) -> None:
         "inpaint",
         help="fill the unknown pixels of an image through a latcomp server",
         description="Fill the pixels a mask marks unknown (0; 255 = known). Without --mask the image's alpha "
-        "channel is the mask.",
+        "channel is the mask (transparent = fill); an image without one needs --mask. The result has the "
+        "image's own size (--size model: the model's resolution).",
     )
     inpaint.add_argument("image", help="image file (PNG, JPEG, WebP)")
     inpaint.add_argument("--mask", help="mask file, single channel, 255 = known")
