@@ -242,8 +242,7 @@ class Studio:
 
     async def _on_edit(self, session: Session, header: dict, parts: list[bytes]):
         received = time.monotonic()
-        options, layers = await self._in_pool(session.collage, header, parts)
-        edit = await self._in_pool(edits.prepare, layers, self.engine.resolution)
+        options, edit = await self._in_pool(self._prepare, session, header, parts)
         result, _, timing = await self.batcher.run(edit.image, edit.mask, options.realism)
         output = await self._in_pool(edits.finish, edit, result, edits.CANVAS, options.preserve_known)
         session.last_collage = (edit.canvas, edit.canvas_mask)
@@ -253,6 +252,11 @@ class Studio:
                        "batch_size": timing.batch_size, "server_ms": (time.monotonic() - received) * 1000},
         }  # fmt: skip
         return reply, [output.tobytes()]
+
+    def _prepare(self, session: Session, header: dict, parts: list[bytes]):
+        """(options, edits.Edit) of an edit message (in the io pool: one hop for validation and collage)."""
+        options, layers = session.collage(header, parts)
+        return options, edits.prepare(layers, self.engine.resolution)
 
     async def _on_collage(self, session: Session, header: dict, parts: list[bytes]):
         """The last edit's collage as the model saw it, at canvas size: RGBA with alpha = known."""

@@ -358,7 +358,8 @@ function draw() {
   context.imageSmoothingQuality = "high";
   for (const layer of state.layers) {
     const box = [layer.fx * side, layer.fy * side, layer.fw * side, (layer.fw * layer.height / layer.width) * side];
-    if (layer === state.selected) {
+    if (layer === state.selected && pointerAt && state.tool !== "move") {
+      // while painting, the selected layer's whole image shows faintly: where its parts would go
       context.globalAlpha = 0.3;
       context.drawImage(layer.image, ...box);
       context.globalAlpha = 1;
@@ -707,8 +708,13 @@ document.addEventListener("drop", (event) => {
 });
 window.addEventListener("resize", layoutCanvases);
 
-// What tests and the latency benchmark read (nothing here changes the page).
+// What tests and the latency benchmark use: the state, the timings, and adding a face of a known seed.
 const studio = {
+  addFace: (seed) => addLayer("face", { seed }),
+  select: (index) => select(state.layers[index]),
+  resetStats: () => {
+    for (const list of [stats.inputToDisplay, stats.roundTrip, stats.server, stats.compute]) list.length = 0;
+  },
   state,
   stats,
   lastEdit: null,
