@@ -216,8 +216,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 # ---- the service ----------------------------------------------------------------------------------------
 
 
-class _Servicer:
-    """ComposerService methods, routed by proto.service_handler."""
+class _Servicer(proto.ComposerServicer):
+    """ComposerService methods (the generated servicer's, overridden: none is left UNIMPLEMENTED)."""
 
     def __init__(self, server: ComposerServer):
         self._server = server
@@ -288,7 +288,7 @@ class ComposerServer:
             # Beyond the batcher's queue, each RPC holds decoded images; bound them too.
             maximum_concurrent_rpcs=config.max_queue + 64,
         )
-        self._server.add_generic_rpc_handlers((proto.service_handler(_Servicer(self)),))
+        proto.add_servicer_to_server(_Servicer(self), self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         services = (proto.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
