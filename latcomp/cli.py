@@ -82,7 +82,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
             info = {"shipped_bundle": str(DEFAULT_BUNDLE), **_info_bundle(DEFAULT_BUNDLE)}
             del info["bundle"]
-        elif Path(args.path or "").is_dir():
+        elif args.path and Path(args.path).is_dir():
             info = _info_bundle(Path(args.path))
         else:
             info = _info_checkpoint(args)

@@ -207,17 +207,40 @@ def load(path: str | Path, arch: str | None = None, **overrides) -> nn.Module:
 
 
 def save(path: str | Path, model: nn.Module, latent_avg: torch.Tensor | None = None) -> Path:
-    """Writes `model` as .safetensors, its architecture and config in the header, so `load` rebuilds it."""
+    """Writes `model` as .safetensors, its architecture and config in the header, so `load` rebuilds it.
+
+    A StyleGAN2 generator is always saved with the mean latent that truncation pulls toward: `latent_avg`
+    when given, else the generator's own (set by `load` or `set_w_avg`, or estimated here from 4096 seeded
+    samples). An all-zero `latent_avg` (e.g. `G.w_avg` of a generator whose mean was never set) is refused.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     tensors = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    if model.arch == "stylegan2":
+        latent_avg = _mean_latent(model, latent_avg)
     if latent_avg is not None:
         tensors[LATENT_AVG_KEY] = latent_avg.detach().contiguous().cpu()
     metadata = {_META_ARCH: model.arch, _META_CONFIG: json.dumps(model.config)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
     return path
+
+
+def _mean_latent(generator: nn.Module, latent_avg: torch.Tensor | None) -> torch.Tensor:
+    """The mean w to store with a StyleGAN2 generator; never the zeros of a mean that was never set."""
+    if latent_avg is None:
+        return generator.w_avg if generator.has_w_avg else generator.compute_w_avg()
+    if latent_avg.numel() != generator.style_dim:
+        raise CheckpointError(f"latent_avg has {latent_avg.numel()} values, the generator's w has "
+                              f"{generator.style_dim}")
+    if not torch.any(latent_avg):
+        raise CheckpointError(
+            "latent_avg is all zeros, which would make truncation pull every sample toward w = 0 (G.w_avg "
+            "holds zeros until load(), set_w_avg() or compute_w_avg() sets it): leave latent_avg out and "
+            "save() stores the generator's mean latent, or pass G.compute_w_avg()"
+        )
+    return latent_avg
 
 
 def describe(model: nn.Module) -> dict:

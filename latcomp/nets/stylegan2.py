@@ -291,6 +291,11 @@ class StyleGAN2Generator(nn.Module):
 
     # ---- mapping and truncation ----
 
+    @property
+    def has_w_avg(self) -> bool:
+        """Whether w_avg holds a mean latent (from the checkpoint, set_w_avg or compute_w_avg), not zeros."""
+        return self._w_avg_ready
+
     @torch.no_grad()
     def set_w_avg(self, w_avg: torch.Tensor) -> None:
         self.w_avg.copy_(w_avg.reshape(self.style_dim))
