@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv if needed, then runs the whole test suite. Extra arguments go to pytest.
+# Sets up .venv with everything the tests need if needed (the CPU build of PyTorch included), then runs the
+# whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/setup.sh
-bash scripts/install_browser.sh  # Debian chromium + chromedriver for tests/test_studio.py, when missing
+source scripts/setup.sh full
+echo "[test] pytest $*" >&2
 exec .venv/bin/python -m pytest "$@"
