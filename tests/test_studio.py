@@ -28,7 +28,7 @@ aiohttp = pytest.importorskip("aiohttp", reason="the studio needs aiohttp (pip i
 
 from latcomp.studio import wire  # noqa: E402
 from latcomp.studio.app import FACE_SIZE, StudioThread  # noqa: E402
-from latcomp.studio.browser import missing_reason, open_chromium  # noqa: E402
+from latcomp.studio.browser import emulate, missing_reason, open_chromium  # noqa: E402
 from latcomp.studio.session import EditError, Session  # noqa: E402
 
 TOKEN = "studio-test-token"
@@ -250,53 +250,64 @@ def face_sources(browser) -> dict:
     return {layer_id: render(seed, FACE_SIZE).image for layer_id, seed in origins}
 
 
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
+    """One headless Chromium for the module (starting one takes seconds); each test sets its viewport."""
+    if missing_reason() is not None:
+        pytest.skip(missing_reason())
+    browser = open_chromium(1280, 800, downloads=str(downloads))
+    yield browser
+    browser.quit()
+
+
 @needs_browser
-def test_page_composes_three_faces_live_like_the_runtime(studio, engine, shots, tmp_path):
+def test_page_composes_three_faces_live_like_the_runtime(studio, engine, browser, downloads, shots):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    downloads = tmp_path / "downloads"
-    browser = open_chromium(1280, 800, downloads=str(downloads))
-    try:
-        browser.get(studio.url)
-        wait_until(browser, "return window.studio && studio.state.ready")
-        for count in (1, 2, 3):
-            browser.find_element(By.ID, "face").click()
-            wait_until(browser, f"return studio.state.layers.length === {count} && studio.idle()")
-        before = page_result(browser)
-        assert browser.execute_script("return studio.state.tool") == "brush"  # set when layer 2 came in
-        collage = browser.find_element(By.ID, "collage")
-        side = collage.size["width"]
-        stroke = ActionChains(browser).move_to_element_with_offset(collage, -side // 5, -side // 12)
-        stroke.click_and_hold()
-        for _ in range(12):
-            stroke.move_by_offset(side // 30, 0).pause(0.02)
-        stroke.release().perform()
-        wait_until(browser, "return studio.idle()")
-        after = page_result(browser)
-        edit = browser.execute_script("return studio.lastEdit")
-        browser.save_screenshot(str(shots / "studio-1280x800.png"))
+    emulate(browser, 1280, 800)
+    browser.get(studio.url)
+    wait_until(browser, "return window.studio && studio.state.ready")
+    for count in (1, 2, 3):
+        browser.find_element(By.ID, "face").click()
+        wait_until(browser, f"return studio.state.layers.length === {count} && studio.idle()")
+    before = page_result(browser)
+    assert browser.execute_script("return studio.state.tool") == "brush"  # set when layer 2 came in
+    collage = browser.find_element(By.ID, "collage")
+    side = collage.size["width"]
+    stroke = ActionChains(browser).move_to_element_with_offset(collage, -side // 5, -side // 12)
+    stroke.click_and_hold()
+    for _ in range(12):
+        stroke.move_by_offset(side // 30, 0).pause(0.02)
+    stroke.release().perform()
+    wait_until(browser, "return studio.idle()")
+    after = page_result(browser)
+    edit = browser.execute_script("return studio.lastEdit")
+    browser.save_screenshot(str(shots / "studio-1280x800.png"))
 
-        change = np.abs(after.astype(int) - before.astype(int)).max(axis=2)
-        assert np.count_nonzero(change > 8) > 100, "the stroke did not change the result"
-        masks = page_masks(browser, edit)
-        top = edit["layers"][-1]["id"]
-        assert 0 < np.count_nonzero(masks[top] >= 128) < masks[top].size / 2  # the stroke, not the layer
-        assert_images_match(after, expected_result(engine, face_sources(browser), edit, masks))
-        stats = browser.execute_script("return studio.stats")
-        assert stats["results"] >= 4 and not stats["errors"] and len(stats["inputToDisplay"]) >= 10
+    change = np.abs(after.astype(int) - before.astype(int)).max(axis=2)
+    assert np.count_nonzero(change > 8) > 100, "the stroke did not change the result"
+    masks = page_masks(browser, edit)
+    top = edit["layers"][-1]["id"]
+    assert 0 < np.count_nonzero(masks[top] >= 128) < masks[top].size / 2  # the stroke, not the layer
+    assert_images_match(after, expected_result(engine, face_sources(browser), edit, masks))
+    stats = browser.execute_script("return studio.stats")
+    assert stats["results"] >= 4 and not stats["errors"] and len(stats["inputToDisplay"]) >= 10
 
-        # the collage download is what the model was given: canvas pixels, alpha = known
-        browser.find_element(By.ID, "download-collage").click()
-        saved = downloads / "latcomp-collage.png"
-        _wait_for_file(saved)
-        rgba = np.asarray(Image.open(io.BytesIO(saved.read_bytes())).convert("RGBA"))
-        collage = edits.prepare(placed_layers(face_sources(browser), edit, masks), engine.resolution)
-        canvas, canvas_mask = collage.canvas, collage.canvas_mask
-        np.testing.assert_array_equal(rgba[..., 3], canvas_mask)
-        np.testing.assert_array_equal(rgba[..., :3], canvas)
-    finally:
-        browser.quit()
+    # the collage download is what the model was given: canvas pixels, alpha = known
+    browser.find_element(By.ID, "download-collage").click()
+    saved = downloads / "latcomp-collage.png"
+    _wait_for_file(saved)
+    rgba = np.asarray(Image.open(io.BytesIO(saved.read_bytes())).convert("RGBA"))
+    collage = edits.prepare(placed_layers(face_sources(browser), edit, masks), engine.resolution)
+    canvas, canvas_mask = collage.canvas, collage.canvas_mask
+    np.testing.assert_array_equal(rgba[..., 3], canvas_mask)
+    np.testing.assert_array_equal(rgba[..., :3], canvas)
 
 
 def _wait_for_file(path: Path, timeout: float = 20.0) -> None:
@@ -309,39 +320,36 @@ def _wait_for_file(path: Path, timeout: float = 20.0) -> None:
 
 
 @needs_browser
-def test_page_on_a_phone_moves_a_layer_by_touch(studio, engine, shots):
+def test_page_on_a_phone_moves_a_layer_by_touch(studio, engine, browser, shots):
     from selenium.webdriver.common.actions import interaction
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
 
-    browser = open_chromium(390, 844, phone=True)
-    try:
-        browser.get(studio.url)
-        wait_until(browser, "return window.studio && studio.state.ready")
-        browser.find_element(By.ID, "face").click()
-        wait_until(browser, "return studio.state.layers.length === 1 && studio.idle()")
-        overflow = browser.execute_script("return document.documentElement.scrollWidth")
-        assert overflow <= 390, f"the page is {overflow} px wide on a 390 px screen"
-        boxes = browser.execute_script(
-            "return ['collage', 'result'].map((id) => document.getElementById(id).getBoundingClientRect())"
-            ".map((b) => [b.left, b.top, b.right, b.bottom])")  # fmt: skip
-        for left, _, right, bottom in boxes:
-            assert left >= 0 and right <= 390 and bottom <= 844 and right - left >= 300
+    emulate(browser, 390, 844, phone=True)
+    browser.get(studio.url)
+    wait_until(browser, "return window.studio && studio.state.ready")
+    browser.find_element(By.ID, "face").click()
+    wait_until(browser, "return studio.state.layers.length === 1 && studio.idle()")
+    overflow = browser.execute_script("return document.documentElement.scrollWidth")
+    assert overflow <= 390, f"the page is {overflow} px wide on a 390 px screen"
+    boxes = browser.execute_script(
+        "return ['collage', 'result'].map((id) => document.getElementById(id).getBoundingClientRect())"
+        ".map((b) => [b.left, b.top, b.right, b.bottom])")  # fmt: skip
+    for left, _, right, bottom in boxes:
+        assert left >= 0 and right <= 390 and bottom <= 844 and right - left >= 300
 
-        collage = browser.find_element(By.ID, "collage")
-        touch = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
-        touch.pointer_action.move_to(collage, 0, 0).pointer_down()
-        for _ in range(8):
-            touch.pointer_action.move_by(6, 4).pause(0.02)
-        touch.pointer_action.pointer_up()
-        touch.perform()
-        wait_until(browser, "return studio.idle()")
-        edit = browser.execute_script("return studio.lastEdit")
-        assert edit["layers"][0]["x"] > 0 and edit["layers"][0]["y"] > 0  # the finger moved the layer
-        expected = expected_result(engine, face_sources(browser), edit, page_masks(browser, edit))
-        assert_images_match(page_result(browser), expected)
-        browser.execute_script("window.scrollTo(0, 0)")  # clicking the face button scrolled down to it
-        browser.save_screenshot(str(shots / "studio-phone.png"))
-    finally:
-        browser.quit()
+    collage = browser.find_element(By.ID, "collage")
+    touch = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+    touch.pointer_action.move_to(collage, 0, 0).pointer_down()
+    for _ in range(8):
+        touch.pointer_action.move_by(6, 4).pause(0.02)
+    touch.pointer_action.pointer_up()
+    touch.perform()
+    wait_until(browser, "return studio.idle()")
+    edit = browser.execute_script("return studio.lastEdit")
+    assert edit["layers"][0]["x"] > 0 and edit["layers"][0]["y"] > 0  # the finger moved the layer
+    expected = expected_result(engine, face_sources(browser), edit, page_masks(browser, edit))
+    assert_images_match(page_result(browser), expected)
+    browser.execute_script("window.scrollTo(0, 0)")  # clicking the face button scrolled down to it
+    browser.save_screenshot(str(shots / "studio-phone.png"))

@@ -48,9 +48,13 @@ def open_chromium(width: int = 1280, height: int = 800, phone: bool = False, dow
         options.add_experimental_option("prefs", {"download.default_directory": downloads,
                                                   "download.prompt_for_download": False})
     browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    scale = 3 if phone else 1
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": phone})
-    if phone:
-        browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+    emulate(browser, width, height, phone)
     return browser
+
+
+def emulate(browser, width: int, height: int, phone: bool = False) -> None:
+    """Sets the viewport to width x height CSS pixels; phone: 3 device pixels a CSS pixel, touch input."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": width, "height": height, "deviceScaleFactor": 3 if phone else 1,
+                             "mobile": phone})  # fmt: skip
+    browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": phone, "maxTouchPoints": 5})
