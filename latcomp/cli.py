@@ -103,6 +103,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "latcomp.bench.cli",
     "latcomp.eval.cli",
     "latcomp.demo",
+    "latcomp.examples",
     "latcomp.studio.cli",
 )
 
