@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -203,6 +204,21 @@ def test_malformed_frames_close_the_socket_and_others_keep_working(studio):
     kind, code = asyncio.run(send_garbage())
     assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 1003
     assert talk(studio.url, [({"type": "hello"}, [])])[0][0]["type"] == "info"
+
+
+def test_cli_refuses_a_public_address_without_a_token_and_a_taken_port(capsys, monkeypatch, tmp_path):
+    from latcomp.cli import main
+
+    monkeypatch.delenv("LATCOMP_AUTH_TOKEN", raising=False)
+    assert main(["studio", "--host", "0.0.0.0"]) == 2
+    assert "needs an access token" in capsys.readouterr().err
+    assert main(["studio", "--auth-token-file", str(tmp_path / "missing")]) == 2
+    assert "--auth-token-file" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["studio", "--port", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen" in capsys.readouterr().err
 
 
 # ---- the page in a real browser -------------------------------------------------------------------------

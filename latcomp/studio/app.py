@@ -278,36 +278,42 @@ def _seed(value: Any) -> int:
 
 
 class StudioThread:
-    """A Studio on its own event loop in a daemon thread (`with StudioThread(engine, config) as s:`)."""
+    """A Studio served by `asyncio.run` in a daemon thread, for tests and the benchmark:
+    `with StudioThread(engine, config) as thread: ... thread.url ...`."""
 
-    def __init__(self, engine: Any, config: ServerConfig):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="latcomp-studio", daemon=True)
-        self._thread.start()
+    def __init__(self, engine: Any, config: ServerConfig, timeout: float = 120.0):
         self.studio = Studio(engine, config)
-        try:
-            self.port = self._call(self.studio.start())
-        except BaseException:
-            self._shutdown()
-            raise
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), name="latcomp-studio",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the studio did not start within {timeout:g} s")
+        if self._failure is not None:
+            raise self._failure
+        self.port = self.studio.port
         self.url = self.studio.url()
 
-    def _call(self, coroutine, timeout: float = 120.0):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await self.studio.start()
+        except BaseException as error:  # noqa: BLE001 - handed to the constructor's caller
+            self._failure = error
+            self._ready.set()
+            await self.studio.stop()
+            return
+        self._ready.set()
+        await self._stop.wait()
+        await self.studio.stop()
 
     def stop(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:
-            self._call(self.studio.stop())
-        finally:
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread.is_alive() and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
-        if not self._thread.is_alive():
-            self._loop.close()
 
     def __enter__(self) -> StudioThread:
         return self

@@ -43,8 +43,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
 
     try:
         token = _token(args)
-    except OSError as error:
-        print(f"latcomp studio: --auth-token-file: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # unreadable, empty or unusable: never "no auth" by accident
+        print(f"latcomp studio: --auth-token-file / LATCOMP_AUTH_TOKEN: {error}", file=sys.stderr)
         return 2
     if not is_loopback(args.host) and not token:
         print(f"latcomp studio: listening on {args.host} (not loopback) needs an access token: "
