@@ -194,6 +194,20 @@ def test_cross_origin_sockets_and_foreign_hosts_are_refused(studio):
     assert status == 200 and "default-src 'self'" in headers["Content-Security-Policy"]
 
 
+def test_tabs_beyond_max_sessions_are_refused(engine):
+    async def two_tabs(url):
+        async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws") as first:
+            await first.send_json({"type": "hello"})
+            assert (await first.receive_json(timeout=30))["type"] == "info"
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(url + "ws")
+            return refused.value.status
+
+    with StudioThread(engine, ServerConfig(host="127.0.0.1", port=0), max_sessions=1) as studio:
+        assert asyncio.run(two_tabs(studio.url)) == 503
+        assert talk(studio.url, [({"type": "hello"}, [])])[0][0]["type"] == "info"  # the slot came back
+
+
 def test_malformed_frames_close_the_socket_and_others_keep_working(studio):
     async def send_garbage():
         async with aiohttp.ClientSession() as http, http.ws_connect(studio.url + "ws") as socket:

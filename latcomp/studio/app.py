@@ -43,6 +43,8 @@ STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 FACE_SIZE = 256  # procedural faces are drawn at this size (about 0.1 s each)
 UNAUTHENTICATED = 4401  # WebSocket close code (4000-4999: application defined)
+HELLO_TIMEOUT_S = 10.0  # with a token: a socket that has not said hello by then is closed
+DEFAULT_MAX_SESSIONS = 16  # open sockets (tabs) at once; each may hold ~35 MB of layers (session.py)
 
 
 def is_loopback(host: str) -> bool:
@@ -50,9 +52,10 @@ def is_loopback(host: str) -> bool:
 
 
 class Studio:
-    def __init__(self, engine: Any, config: ServerConfig):
+    def __init__(self, engine: Any, config: ServerConfig, max_sessions: int = DEFAULT_MAX_SESSIONS):
         self.engine = engine
         self.config = config
+        self.max_sessions = max_sessions
         self.limits = codec.Limits(max_pixels=config.max_pixels, max_total_pixels=4 * config.max_pixels)
         self.max_message_bytes = int(config.max_message_mb * 1024 * 1024)
         self.batcher: Batcher | None = None
@@ -132,6 +135,9 @@ class Studio:
         origin = request.headers.get("Origin")
         if origin is not None and origin not in (f"http://{request.host}", f"https://{request.host}"):
             raise web.HTTPForbidden(text=f"WebSocket from origin {origin} refused")
+        if len(self._sockets) >= self.max_sessions:
+            raise web.HTTPServiceUnavailable(text=f"the studio has {self.max_sessions} tabs open already "
+                                             "(--max-sessions); close one and reload")  # fmt: skip
         # compress=False: permessage-deflate (which browsers offer) would zlib every frame of raw pixels on
         # the event loop, costing more time than the bytes it saves on a local link
         socket = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0, compress=False)
@@ -140,7 +146,12 @@ class Studio:
         session = Session(self.limits, self.engine.resolution)
         authenticated = not self.config.auth_token
         try:
-            async for message in socket:
+            while True:
+                try:
+                    message = await socket.receive(timeout=None if authenticated else HELLO_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    await socket.close(code=UNAUTHENTICATED, message=b"no access token in time")
+                    break
                 if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
                 try:
@@ -281,8 +292,9 @@ class StudioThread:
     """A Studio served by `asyncio.run` in a daemon thread, for tests and the benchmark:
     `with StudioThread(engine, config) as thread: ... thread.url ...`."""
 
-    def __init__(self, engine: Any, config: ServerConfig, timeout: float = 120.0):
-        self.studio = Studio(engine, config)
+    def __init__(self, engine: Any, config: ServerConfig, max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 timeout: float = 120.0):
+        self.studio = Studio(engine, config, max_sessions)
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -11,10 +11,10 @@ import sys
 DEFAULT_PORT = 8765
 
 
-async def _serve(engine, config) -> int:
+async def _serve(engine, config, max_sessions: int) -> int:
     from .app import Studio
 
-    studio = Studio(engine, config)
+    studio = Studio(engine, config, max_sessions)
     try:
         await studio.start()
     except OSError as error:  # the port is taken, the address does not exist
@@ -46,6 +46,9 @@ def cmd_studio(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # unreadable, empty or unusable: never "no auth" by accident
         print(f"latcomp studio: --auth-token-file / LATCOMP_AUTH_TOKEN: {error}", file=sys.stderr)
         return 2
+    if args.max_sessions < 1 or args.max_queue < 1:
+        print("latcomp studio: --max-sessions and --max-queue must be >= 1", file=sys.stderr)
+        return 2
     if not is_loopback(args.host) and not token:
         print(f"latcomp studio: listening on {args.host} (not loopback) needs an access token: "
               "--auth-token-file FILE or env LATCOMP_AUTH_TOKEN", file=sys.stderr)
@@ -62,7 +65,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
         print(f"latcomp studio: {error}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(engine, config))
+        return asyncio.run(_serve(engine, config, args.max_sessions))
     finally:
         engine.close()
 
@@ -94,6 +97,8 @@ def register(commands) -> None:
                         "physical cores over the instances)")
     studio.add_argument("--max-queue", type=int, default=256, help="queued edits before the page is told the "
                         "engine is busy (default 256)")
+    studio.add_argument("--max-sessions", type=int, default=16, help="browser tabs connected at once "
+                        "(default 16; each may hold up to ~35 MB of layers)")
     studio.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image opened, in pixels "
                         "(default 4096*4096)")
     studio.set_defaults(run=cmd_studio)

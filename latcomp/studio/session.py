@@ -18,6 +18,11 @@ from ..service.codec import Limits
 
 MAX_SOURCE_SIDE = 512  # layers are kept at most this many pixels a side: masks travel with every stroke
 CANVAS_SIDES = (64, 128, 256, 512)  # output sizes the page offers (the model's own size is always allowed)
+MAX_SCALE = 3  # a layer is placed at most this many canvas sides wide or tall (the page's 300 %)
+# What one tab may hold, whatever the service's limits: source pixels (RGB + mask, 4 bytes each), and placed
+# pixels (the resized copies kept between edits): 16 full-size layers each, ~17 MB.
+MAX_HELD_PIXELS = 16 * MAX_SOURCE_SIDE**2
+MAX_PLACED_PIXELS = 16 * MAX_SOURCE_SIDE**2
 
 
 class EditError(ValueError):
@@ -97,8 +102,9 @@ class Session:
         elif mask.shape != image.shape[:2]:
             mask = compose.resize_mask(mask, *image.shape[:2])
         self.layers.pop(layer_id, None)
-        if self._pixels_held() + image.shape[0] * image.shape[1] > self.limits.max_total_pixels:
-            raise EditError(f"the layers would hold more than {self.limits.max_total_pixels} pixels in all")
+        budget = min(MAX_HELD_PIXELS, self.limits.max_total_pixels)
+        if self._pixels_held() + image.shape[0] * image.shape[1] > budget:
+            raise EditError(f"the layers would hold more than {budget} pixels in all: remove a layer first")
         layer = SourceLayer(np.ascontiguousarray(image), np.ascontiguousarray(mask), origin)
         self.layers[layer_id] = layer
         return layer
@@ -130,7 +136,8 @@ class Session:
         blank = np.zeros((side, side, 3), np.uint8)
         layers = [compose.Layer(blank, np.zeros((side, side), np.uint8))]  # the canvas: nothing known yet
         total = 0
-        reach = 4 * MAX_SOURCE_SIDE  # how far outside the canvas a layer may sit or reach
+        reach = MAX_SCALE * side  # how large a layer may be, and how far outside the canvas it may sit
+        budget = min(MAX_PLACED_PIXELS, self.limits.max_total_pixels)
         for index, placement in enumerate(placements):
             what = f"layers[{index}]"
             if not isinstance(placement, dict) or placement.get("id") not in self.layers:
@@ -141,8 +148,8 @@ class Session:
             x = _integer(placement.get("x"), f"{what}.x", -reach, reach)
             y = _integer(placement.get("y"), f"{what}.y", -reach, reach)
             total += width * height
-            if width * height > self.limits.max_pixels or total > self.limits.max_total_pixels:
-                raise EditError(f"{what}: the placed layers exceed the pixel limits")
+            if width * height > self.limits.max_pixels or total > budget:
+                raise EditError(f"{what}: the placed layers exceed {budget} pixels in all")
             changed = placement.get("mask") is not None
             if changed:
                 number = _integer(placement["mask"], f"{what}.mask", 0, len(masks) - 1)

@@ -475,8 +475,8 @@ collage.addEventListener("pointermove", (event) => {
     scaleLayer(layer, distance / gesture.distance, (a[0] + b[0]) / 2, (a[1] + b[1]) / 2);
     gesture.distance = distance;
   } else if (gesture.kind === "drag") {
-    layer.fx += at[0] - last[0];
-    layer.fy += at[1] - last[1];
+    layer.fx = clampOffset(layer.fx + at[0] - last[0]);
+    layer.fy = clampOffset(layer.fy + at[1] - last[1]);
   } else if (gesture.kind === "paint") {
     paint(layer, last, at);
   } else {
@@ -506,11 +506,16 @@ collage.addEventListener("wheel", (event) => {
   changed(performance.now());
 }, { passive: false });
 
+// The server takes layers at most MAX_SCALE canvas sides large and as far off the canvas (session.py).
+const MAX_SCALE = 3;
+const clampOffset = (value) => Math.min(MAX_SCALE - 0.01, Math.max(-MAX_SCALE + 0.01, value));
+
 function scaleLayer(layer, factor, u, v) {
-  const fw = Math.min(3, Math.max(0.05, layer.fw * factor));
+  const largest = MAX_SCALE * Math.min(1, layer.width / layer.height) - 0.01;
+  const fw = Math.min(largest, Math.max(0.05, layer.fw * factor));
   const applied = fw / layer.fw;
-  layer.fx = u - (u - layer.fx) * applied;
-  layer.fy = v - (v - layer.fy) * applied;
+  layer.fx = clampOffset(u - (u - layer.fx) * applied);
+  layer.fy = clampOffset(v - (v - layer.fy) * applied);
   layer.fw = fw;
   showScale();
 }
