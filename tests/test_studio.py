@@ -13,6 +13,8 @@ import base64
 import io
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +102,23 @@ async def _talk(url: str, messages: list, headers: dict | None = None) -> list:
 
 def talk(url: str, messages: list, headers: dict | None = None) -> list:
     return asyncio.run(_talk(url, messages, headers))
+
+
+def test_studio_runs_without_torch(tmp_path):
+    """The studio's server, an edit and a procedural face, in a process where torch cannot be imported."""
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from latcomp.runtime import open_bundle\n"
+        "from latcomp.service.server import ServerConfig\n"
+        "from latcomp.studio.app import StudioThread\n"
+        "from latcomp.studio.session import Session\n"
+        "import latcomp.studio.cli, latcomp.data.faces\n"
+        "with open_bundle() as engine, StudioThread(engine, ServerConfig(host='127.0.0.1', port=0)) as s:\n"
+        "    print(s.url)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("http://127.0.0.1:")
 
 
 def test_wire_round_trip_and_bad_frames():
