@@ -67,9 +67,10 @@ def placed_layers(sources: dict, edit: dict, masks: dict) -> list[compose.Layer]
     return layers
 
 
-def expected_result(engine, sources: dict, edit: dict, masks: dict, realism: float = 0.0) -> np.ndarray:
-    """What the runtime's own Engine.composite returns for the edit's layers, at canvas size."""
-    image, _ = engine.composite(placed_layers(sources, edit, masks), realism=realism)
+def expected_result(engine, sources: dict, edit: dict, masks: dict) -> np.ndarray:
+    """What the runtime's own Engine.composite returns for the edit's layers and options, at canvas size."""
+    image, _ = engine.composite(placed_layers(sources, edit, masks), realism=edit.get("realism", 0.0),
+                                preserve_known=edit.get("preserve_known", False))  # fmt: skip
     return image
 
 
@@ -180,13 +181,38 @@ def test_socket_edit_equals_the_runtime(studio, engine):
     assert result["type"] == "result" and (result["width"], result["height"]) == (128, 128)
     got = np.frombuffer(replies[3][1][0], np.uint8).reshape(128, 128, 3)
     sources = {"a": render(seeds[0], FACE_SIZE).image, "b": render(seeds[1], FACE_SIZE).image}
-    expected = expected_result(engine, sources, edit, {"a": holes, "b": inside}, realism=0.25)
+    expected = expected_result(engine, sources, edit, {"a": holes, "b": inside})
     assert_images_match(got, expected)
     assert refused["type"] == "error" and "size" in refused["message"]
     assert sample["type"] == "layer" and sample["width"] == engine.resolution
     np.testing.assert_array_equal(np.frombuffer(replies[5][1][0], np.uint8),
                                   engine.sample([5], 0.7)[0][0].ravel())
     assert collage["type"] == "collage" and len(replies[6][1][0]) == 128 * 128 * 4
+
+
+def test_socket_opens_files_and_refuses_what_is_not_an_image(studio, engine):
+    big = np.random.default_rng(0).integers(0, 256, (600, 1000, 4), dtype=np.uint8)
+    big[..., 3] = 0
+    big[100:500, 200:800, 3] = 255  # an RGBA file: its alpha is the layer's first mask
+    encoded = io.BytesIO()
+    Image.fromarray(big).save(encoded, format="PNG")
+    edit = {"type": "edit", "seq": 1, "size": 256, "preserve_known": True,
+            "layers": [{"id": "f", "x": 10, "y": 40, "width": 240, "height": 144}]}  # fmt: skip
+    replies = talk(studio.url, [
+        ({"type": "hello"}, []),
+        ({"type": "file", "id": "f", "name": "big.png"}, [encoded.getvalue()]),
+        ({"type": "file", "id": "g", "name": "notes.txt"}, [b"not an image at all"]),
+        (edit, []),
+    ])  # fmt: skip
+    (layer, (rgb, mask)), (refused, _), (result, (pixels,)) = replies[1:]
+    assert (layer["width"], layer["height"]) == (512, 307)  # shrunk to 512 a side, aspect kept
+    source = np.frombuffer(rgb, np.uint8).reshape(307, 512, 3)
+    source_mask = np.frombuffer(mask, np.uint8).reshape(307, 512)
+    np.testing.assert_array_equal(source, compose.resize_image(big[..., :3], 307, 512))
+    np.testing.assert_array_equal(source_mask >= 128, compose.resize_mask(big[..., 3], 307, 512) >= 128)
+    assert refused["type"] == "error" and "not a decodable" in refused["message"]
+    got = np.frombuffer(pixels, np.uint8).reshape(256, 256, 3)
+    assert_images_match(got, expected_result(engine, {"f": source}, edit, {"f": source_mask}))
 
 
 def test_socket_needs_the_token_when_set(locked_studio):
