@@ -118,17 +118,21 @@ def as_mask(mask: Any, shape: tuple[int, int], what: str = "mask") -> np.ndarray
     return np.ascontiguousarray(array)
 
 
-def as_layer(spec: Any, what: str = "layer") -> compose.Layer:
-    """compose.Layer, a tuple (image[, mask[, (x, y)]]) or a bare image -> a checked compose.Layer.
-    A layer without a mask uses its image's alpha, else every pixel of it is known."""
+def layer_parts(spec: Any) -> tuple[Any, Any | None, int, int]:
+    """(image, mask, x, y) of a layer given as a compose.Layer, a tuple (image[, mask[, (x, y)]]) or a bare
+    image (the forms Engine.composite and the gRPC clients take)."""
     if isinstance(spec, compose.Layer):
-        image, mask, x, y = spec.image, spec.mask, spec.x, spec.y
-    elif isinstance(spec, tuple):
-        image = spec[0]
-        mask = spec[1] if len(spec) > 1 else None
+        return spec.image, spec.mask, spec.x, spec.y
+    if isinstance(spec, tuple):
         x, y = spec[2] if len(spec) > 2 else (0, 0)
-    else:
-        image, mask, x, y = spec, None, 0, 0
+        return spec[0], spec[1] if len(spec) > 1 else None, int(x), int(y)
+    return spec, None, 0, 0
+
+
+def as_layer(spec: Any, what: str = "layer") -> compose.Layer:
+    """A layer in any form layer_parts takes -> a checked compose.Layer.
+    A layer without a mask uses its image's alpha, else every pixel of it is known."""
+    image, mask, x, y = layer_parts(spec)
     rgb, alpha = image_and_alpha(image, f"{what} image")
     if mask is not None:
         alpha = as_mask(mask, rgb.shape[:2], f"{what} mask")

@@ -24,7 +24,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-from .. import compose
 from ..runtime import edits
 from . import codec
 from .proto import ComposerStub, pb
@@ -98,14 +97,7 @@ def _image_and_mask(image: Any, mask: Any | None) -> tuple[Any, Any | None]:
 
 def _layer(spec: Any) -> Any:
     """compose.Layer, (image[, mask[, (x, y)]]) or a bare image -> pb.Layer."""
-    if isinstance(spec, compose.Layer):
-        image, mask, x, y = spec.image, spec.mask, spec.x, spec.y
-    elif isinstance(spec, tuple):
-        image = spec[0]
-        mask = spec[1] if len(spec) > 1 else None
-        x, y = spec[2] if len(spec) > 2 else (0, 0)
-    else:
-        image, mask, x, y = spec, None, 0, 0
+    image, mask, x, y = edits.layer_parts(spec)
     image_msg, mask_msg = _image_and_mask(image, mask)
     layer = pb.Layer(image=image_msg, offset_x=int(x), offset_y=int(y))
     if mask_msg is not None:
