@@ -1,4 +1,6 @@
-"""Running bundles without torch: `open_bundle(path) -> Engine` with `run`, `generate` and `sample`.
+"""Running bundles without torch: `open_bundle(path) -> Engine` with `composite` and `inpaint` (real images
+of any size, through `edits`, exactly as the gRPC server does), `run` (batches at the model's resolution),
+`generate` and `sample`.
 
 Nothing here imports torch at module level; backends (onnxruntime, TensorRT, torch) are imported when an
 engine that needs them is opened.
