@@ -373,6 +373,7 @@ def test_page_composes_three_faces_live_like_the_runtime(studio, engine, browser
     assert_images_match(after, expected_result(engine, face_sources(browser), edit, masks))
     stats = browser.execute_script("return studio.stats")
     assert stats["results"] >= 4 and not stats["errors"] and len(stats["inputToDisplay"]) >= 10
+    assert "ms round trip" in browser.find_element(By.ID, "timing").text  # the page shows it
 
     # the collage download is what the model was given: canvas pixels, alpha = known
     browser.find_element(By.ID, "download-collage").click()
