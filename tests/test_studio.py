@@ -144,6 +144,8 @@ def test_session_refuses_bad_edits_with_a_reason():
         "width": {**good, "layers": [{"id": "a", "x": 0, "y": 0, "width": 0, "height": 4}]},
         "x": {**good, "layers": [{"id": "a", "x": 1.5, "y": 0, "width": 3, "height": 4}]},
         "mask": {**good, "layers": [{"id": "a", "x": 0, "y": 0, "width": 3, "height": 4, "mask": 0}]},
+        "mask_rect": {**good, "layers": [{"id": "a", "x": 0, "y": 0, "width": 3, "height": 4, "mask": 0,
+                                          "mask_rect": [25, 0, 6, 1]}]},
     }
     for name, edit in cases.items():
         with pytest.raises(EditError, match=name.split()[-1]):
@@ -164,16 +166,20 @@ def test_socket_edit_equals_the_runtime(studio, engine):
     edit = {"type": "edit", "seq": 1, "size": 128, "realism": 0.25, "layers": [
         {"id": "a", "x": 0, "y": 0, "width": 128, "height": 128, "mask": 0},
         {"id": "b", "x": 6, "y": -4, "width": 120, "height": 120, "mask": 1}]}  # fmt: skip
+    unchanged = {key: value for key, value in edit["layers"][0].items() if key != "mask"}
+    painted = {**edit["layers"][1], "mask": 0, "mask_rect": [30, 40, 20, 10]}
+    patch = {**edit, "seq": 3, "layers": [unchanged, painted]}
     replies = talk(studio.url, [
         ({"type": "hello"}, []),
         ({"type": "face", "id": "a", "seed": seeds[0]}, []),
         ({"type": "face", "id": "b", "seed": seeds[1]}, []),
         (edit, [holes.tobytes(), inside.tobytes()]),
         ({"type": "edit", "seq": 2, "size": 100, "layers": []}, []),  # refused, the socket keeps serving
+        (patch, [np.full((10, 20), 255, np.uint8).tobytes()]),  # a painted rectangle only
         ({"type": "sample", "id": "c", "seed": 5}, []),
         ({"type": "collage"}, []),
     ])  # fmt: skip
-    info, face_a, face_b, result, refused, sample, collage = (header for header, _ in replies)
+    info, face_a, face_b, result, refused, patched, sample, collage = (header for header, _ in replies)
     assert info["type"] == "info" and info["model"]["name"] == engine.name
     assert face_a["type"] == "layer" and (face_a["width"], face_a["height"]) == (FACE_SIZE, FACE_SIZE)
     face_pixels = np.frombuffer(replies[1][1][0], np.uint8)
@@ -184,10 +190,13 @@ def test_socket_edit_equals_the_runtime(studio, engine):
     expected = expected_result(engine, sources, edit, {"a": holes, "b": inside})
     assert_images_match(got, expected)
     assert refused["type"] == "error" and "size" in refused["message"]
+    inside[40:50, 30:50] = 255
+    got = np.frombuffer(replies[5][1][0], np.uint8).reshape(128, 128, 3)
+    assert_images_match(got, expected_result(engine, sources, patch, {"a": holes, "b": inside}))
     assert sample["type"] == "layer" and sample["width"] == engine.resolution
-    np.testing.assert_array_equal(np.frombuffer(replies[5][1][0], np.uint8),
+    np.testing.assert_array_equal(np.frombuffer(replies[6][1][0], np.uint8),
                                   engine.sample([5], 0.7)[0][0].ravel())
-    assert collage["type"] == "collage" and len(replies[6][1][0]) == 128 * 128 * 4
+    assert collage["type"] == "collage" and len(replies[7][1][0]) == 128 * 128 * 4
 
 
 def test_socket_opens_files_and_refuses_what_is_not_an_image(studio, engine):

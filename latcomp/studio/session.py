@@ -123,8 +123,9 @@ class Session:
     def collage(self, edit: dict, masks: list[bytes]) -> tuple[EditOptions, list[compose.Layer]]:
         """An edit message -> (options, the layers to paste in order, the first an empty canvas).
 
-        edit["layers"]: [{"id", "x", "y", "width", "height", "mask": index into masks or absent}], bottom
-        first; a mask is the layer's new painted mask at source size, one byte a pixel (>= 128 = known).
+        edit["layers"]: [{"id", "x", "y", "width", "height", "mask": index into masks or absent,
+        "mask_rect": [x, y, width, height] or absent}], bottom first; a mask part is the layer's painted
+        mask at source size, one byte a pixel (>= 128 = known): all of it, or only the rectangle given.
         """
         options = self.options(edit)
         placements = edit.get("layers")
@@ -153,14 +154,24 @@ class Session:
             changed = placement.get("mask") is not None
             if changed:
                 number = _integer(placement["mask"], f"{what}.mask", 0, len(masks) - 1)
-                source.mask = self._mask(masks[number], source.image.shape[:2], what)
+                self._update_mask(source, masks[number], placement.get("mask_rect"), what)
             image, mask = source.placed(height, width, changed)
             layers.append(compose.Layer(image, mask, x, y))
         return options, layers
 
     @staticmethod
-    def _mask(data: bytes, shape: tuple[int, int], what: str) -> np.ndarray:
-        if len(data) != shape[0] * shape[1]:
-            raise EditError(f"{what}.mask: {len(data)} bytes, expected {shape[1]}x{shape[0]} = "
-                            f"{shape[0] * shape[1]}")
-        return np.frombuffer(data, np.uint8).reshape(shape).copy()
+    def _update_mask(source: SourceLayer, data: bytes, rect, what: str) -> None:
+        """The layer's mask replaced whole (rect None), or in the rectangle [x, y, width, height]."""
+        height, width = source.mask.shape
+        if rect is None:
+            x, y, w, h = 0, 0, width, height
+        elif not isinstance(rect, list) or len(rect) != 4:
+            raise EditError(f"{what}.mask_rect: expected [x, y, width, height]")
+        else:
+            x = _integer(rect[0], f"{what}.mask_rect x", 0, width - 1)
+            y = _integer(rect[1], f"{what}.mask_rect y", 0, height - 1)
+            w = _integer(rect[2], f"{what}.mask_rect width", 1, width - x)
+            h = _integer(rect[3], f"{what}.mask_rect height", 1, height - y)
+        if len(data) != w * h:
+            raise EditError(f"{what}.mask: {len(data)} bytes, expected {w}x{h} = {w * h}")
+        source.mask[y : y + h, x : x + w] = np.frombuffer(data, np.uint8).reshape(h, w)

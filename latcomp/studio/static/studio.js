@@ -118,7 +118,8 @@ class Layer {
     this.maskContext.putImageData(alphaToImageData(alpha, this.width, this.height), 0, 0);
     this.view = canvasOf(this.width, this.height); // image where the mask is painted
     this.maskVersion = 1;
-    this.sentVersion = 0;
+    this.sentVersion = 0; // 0: the server has no mask of ours yet (or lost track): send it whole
+    this.dirty = null; // [x0, y0, x1, y1] in source pixels painted since the last edit
     // where it sits, in fractions of the canvas side: top-left corner and width
     this.fx = 0;
     this.fy = 0;
@@ -144,14 +145,26 @@ class Layer {
     this.maskChanged();
   }
 
-  maskChanged() {
+  // rect: the source pixels that changed, [x0, y0, x1, y1]; none: all of them
+  maskChanged(rect = [0, 0, this.width, this.height]) {
+    const d = this.dirty || rect;
+    this.dirty = [Math.min(d[0], rect[0]), Math.min(d[1], rect[1]), Math.max(d[2], rect[2]), Math.max(d[3], rect[3])];
     this.maskVersion++;
     this.refreshView();
   }
 
-  maskBytes() {
-    const rgba = this.maskContext.getImageData(0, 0, this.width, this.height).data;
-    const alpha = new Uint8Array(this.width * this.height);
+  // The painted rectangle in whole source pixels, inside the layer: [x, y, width, height].
+  dirtyRect() {
+    const x = Math.min(this.width - 1, Math.max(0, Math.floor(this.dirty[0])));
+    const y = Math.min(this.height - 1, Math.max(0, Math.floor(this.dirty[1])));
+    const right = Math.min(this.width, Math.max(x + 1, Math.ceil(this.dirty[2])));
+    const bottom = Math.min(this.height, Math.max(y + 1, Math.ceil(this.dirty[3])));
+    return [x, y, right - x, bottom - y];
+  }
+
+  maskBytes(x = 0, y = 0, width = this.width, height = this.height) {
+    const rgba = this.maskContext.getImageData(x, y, width, height).data;
+    const alpha = new Uint8Array(width * height);
     for (let i = 0; i < alpha.length; i++) alpha[i] = rgba[4 * i + 3];
     return alpha;
   }
@@ -294,9 +307,16 @@ function pump() {
   const layers = state.layers.map((layer) => {
     const placement = { id: layer.id, ...layer.placement(state.size) };
     if (layer.sentVersion !== layer.maskVersion) {
+      // the whole mask the first time (or after an error), else only the rectangle painted since
       placement.mask = masks.length;
-      masks.push(layer.maskBytes());
+      if (layer.sentVersion && layer.dirty) {
+        placement.mask_rect = layer.dirtyRect();
+        masks.push(layer.maskBytes(...placement.mask_rect));
+      } else {
+        masks.push(layer.maskBytes());
+      }
       layer.sentVersion = layer.maskVersion;
+      layer.dirty = null;
     }
     return placement;
   });
@@ -425,13 +445,15 @@ function paint(layer, from, to) {
   context.globalCompositeOperation = state.tool === "eraser" ? "destination-out" : "source-over";
   context.strokeStyle = context.fillStyle = "#fff";
   context.lineCap = "round";
-  context.lineWidth = 2 * brushRadius() * (layer.width / layer.fw);
+  const width = 2 * brushRadius() * (layer.width / layer.fw);
+  context.lineWidth = width;
   context.beginPath();
   context.moveTo(x0, y0);
   context.lineTo(x1, y1);
   context.stroke();
   context.restore();
-  layer.maskChanged();
+  const reach = width / 2 + 2; // the round cap, and antialiasing
+  layer.maskChanged([Math.min(x0, x1) - reach, Math.min(y0, y1) - reach, Math.max(x0, x1) + reach, Math.max(y0, y1) + reach]);
 }
 
 collage.addEventListener("pointerdown", (event) => {
