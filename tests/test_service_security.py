@@ -13,7 +13,7 @@ from latcomp.service.client import Client, ServiceError, inpaint_request
 from latcomp.service.proto import pb
 from latcomp.service.server import ServerConfig, ServerThread
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-tests"
 
 
 @pytest.fixture(scope="module")

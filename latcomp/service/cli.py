@@ -37,23 +37,67 @@ def _flag(parser, flag: str, env: str, default: Any, kind: type, help: str, **kw
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The bearer token: --auth-token-file, else env LATCOMP_AUTH_TOKEN."""
-    if args.auth_token_file:
-        return Path(args.auth_token_file).read_text().strip() or None
-    return os.environ.get("LATCOMP_AUTH_TOKEN") or None
+    """The bearer token: --auth-token-file (its content, without the trailing newline), else env
+    LATCOMP_AUTH_TOKEN; ValueError naming the file (or variable) and the problem when it is unusable, so
+    a bad token configuration never silently means "no auth"."""
+    from .auth import check_token
+
+    if args.auth_token_file is not None:
+        path = Path(args.auth_token_file)
+        source = f"--auth-token-file {path}"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ValueError(f"{source}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"{source}: is a directory, not a file") from None
+        except PermissionError:
+            raise ValueError(f"{source}: not readable (permission denied)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"{source}: cannot be read ({type(error).__name__})") from None
+        return check_token(text.removesuffix("\n").removesuffix("\r"), source)
+    if "LATCOMP_AUTH_TOKEN" in os.environ:
+        return check_token(os.environ["LATCOMP_AUTH_TOKEN"], "env LATCOMP_AUTH_TOKEN")
+    return None
+
+
+def _boolean(text: str) -> bool:
+    """A flag or environment value: 1/true/yes/on or 0/false/no/off."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 # ---- serve ----------------------------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .admission import AdmissionLimits
     from .server import ServerConfig, serve
 
+    try:
+        token = _token(args)
+        limits = AdmissionLimits(
+            max_edits=args.max_edits,
+            memory_budget_mb=args.memory_budget_mb,
+            max_streams=args.max_streams,
+            max_streams_per_connection=args.max_streams_per_connection,
+            max_anonymous_streams=args.max_anonymous_streams,
+            stream_idle_s=args.stream_idle_s,
+        )
+    except ValueError as error:
+        print(f"latcomp serve: {error}", file=sys.stderr)
+        return 2
     config = ServerConfig(
         bundle=args.bundle,
         host=args.host,
         port=args.port,
         metrics_port=None if args.metrics_port is None or args.metrics_port < 0 else args.metrics_port,
+        metrics_host=args.metrics_host,
+        metrics_auth=args.metrics_auth == "token",
         backend=args.backend,
         device=args.device,
         precision=args.precision,
@@ -66,9 +110,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
-        auth_token=_token(args),
+        auth_token=token,
         grace_s=args.grace_s,
+        drain_delay_s=args.drain_delay_s,
+        reuse_port=args.reuse_port,
         io_threads=args.io_threads,
+        admission=limits,
     )
     if bool(config.tls_cert) != bool(config.tls_key):
         print("latcomp serve: --tls-cert and --tls-key go together", file=sys.stderr)
@@ -101,6 +148,9 @@ def _add_serve(commands) -> None:
     _flag(
         serve, "--metrics-port", "METRICS_PORT", None, int, "Prometheus /metrics HTTP port (0: a free port)"
     )
+    _flag(serve, "--metrics-host", "METRICS_HOST", None, str, "address of the metrics port (none: --host)")
+    _flag(serve, "--metrics-auth", "METRICS_AUTH", "token", str, "token: with --auth-token-file, /metrics "
+          "requires the same bearer token; none: /metrics is open", choices=["token", "none"])
     _flag(serve, "--backend", "BACKEND", "auto", str, "engine", choices=["auto", "ort", "trt", "torch"])
     _flag(serve, "--device", "DEVICE", "cpu", str, "cpu, cuda or cuda:N")
     _flag(serve, "--precision", "PRECISION", "auto", str, "graph precision", choices=["auto", "fp32", "fp16"])
@@ -127,6 +177,23 @@ def _add_serve(commands) -> None:
         "<token>'; or put the token itself in env LATCOMP_AUTH_TOKEN",
     )
     _flag(serve, "--grace-s", "GRACE_S", 30.0, float, "seconds accepted requests get to finish on shutdown")
+    _flag(serve, "--drain-delay-s", "DRAIN_DELAY_S", 2.0, float, "on shutdown, seconds health says "
+          "NOT_SERVING while calls are still answered, so load balancers move away before refusals start")
+    _flag(serve, "--reuse-port", "REUSE_PORT", False, _boolean, "SO_REUSEPORT: let another server bind the "
+          "same port (rolling restarts, workers)", nargs="?", const=True)
+    limits = serve.add_argument_group("admission (see docs/SERVICE.md)")
+    _flag(limits, "--max-edits", "MAX_EDITS", 320, int, "edits admitted at once, decoding to encoding")
+    _flag(limits, "--memory-budget-mb", "MEMORY_BUDGET_MB", 1280.0, float, "estimated working memory of all "
+          "admitted edits; an edit that does not fit is refused before decoding (the default suits a 2 GiB "
+          "container)")
+    _flag(limits, "--max-streams", "MAX_STREAMS", 1024, int, "long-lived streams open at once (EditStream, "
+          "health Watch, reflection)")
+    _flag(limits, "--max-streams-per-connection", "MAX_STREAMS_PER_CONNECTION", 64, int,
+          "long-lived streams one client connection may hold")
+    _flag(limits, "--max-anonymous-streams", "MAX_ANONYMOUS_STREAMS", 16, int, "with auth on: long-lived "
+          "streams (health Watch) held by callers without a valid token, all together")
+    _flag(limits, "--stream-idle-s", "STREAM_IDLE_S", 120.0, float, "a stream without a client message for "
+          "this long ends (DEADLINE_EXCEEDED); a health Watch ends (OK) after this long")
     _flag(serve, "--io-threads", "IO_THREADS", 4, int, "threads decoding, compositing and encoding")
     serve.set_defaults(run=cmd_serve)
 

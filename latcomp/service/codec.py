@@ -13,11 +13,14 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import simplejpeg
 from PIL import Image as PILImage
 
 from .. import compose
@@ -67,21 +70,115 @@ def _decode_raw(what: str, raw: Any, channels: int, limits: Limits) -> np.ndarra
 
 
 def _open_encoded(what: str, data: bytes, limits: Limits) -> PILImage.Image:
-    """Opens and decodes an encoded image after checking its header size against the limits."""
+    """Opens and decodes an encoded image after checking its header size against the limits; data that
+    ends before the image does (which Pillow fills with black or gray rows) is refused."""
     if not data:
         raise InvalidArgument(f"{what}: encoded image is empty (0 bytes)")
     try:
         image = PILImage.open(io.BytesIO(data), formats=DECODERS)
-    except PILImage.DecompressionBombError as error:
-        raise InvalidArgument(f"{what}: image too large: {error}") from None
-    except Exception as error:  # noqa: BLE001 - Pillow raises many types for garbage input
-        raise InvalidArgument(f"{what}: not a decodable PNG, JPEG or WebP image ({error})") from None
+    except PILImage.DecompressionBombError:
+        raise InvalidArgument(f"{what}: image too large (a decompression bomb)") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types for garbage input
+        raise InvalidArgument(f"{what}: not a decodable PNG, JPEG or WebP image") from None
     _check_size(what, image.width, image.height, limits)
+    if image.format == "JPEG":
+        return _decode_jpeg(what, data)
     try:
         image.load()
     except Exception as error:  # noqa: BLE001 - truncated or corrupt pixel data
-        raise InvalidArgument(f"{what}: corrupt {image.format} data ({error})") from None
+        raise InvalidArgument(f"{what}: corrupt {image.format} data ({_reason(error)})") from None
+    if image.format == "PNG":
+        _check_png_complete(what, data, image)
     return image
+
+
+def _reason(error: BaseException) -> str:
+    """A decoder's complaint, safe to send: one short line, no object reprs or addresses."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "unreadable data" if " at 0x" in text or "<" in text else text[:100]
+
+
+def _decode_jpeg(what: str, data: bytes) -> PILImage.Image:
+    """A JPEG decoded strictly (libjpeg-turbo): premature ends and corrupt scans are errors, not gray rows."""
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except Exception as error:  # noqa: BLE001 - ValueError for corrupt or truncated data
+        raise InvalidArgument(f"{what}: corrupt or truncated JPEG data ({_reason(error)})") from None
+    return PILImage.fromarray(pixels)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+
+
+def _check_png_complete(what: str, data: bytes, image: PILImage.Image) -> None:
+    """Refuses a PNG whose image data inflates to fewer bytes than its header declares: Pillow accepts a
+    zlib stream that ends early and leaves the missing rows black."""
+    width, height, depth, colour, interlace = struct.unpack(">IIBBxxB", data[16:29])
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = [(width, height)] if not interlace else [
+        ((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy)
+        for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                               (1, 0, 2, 2), (0, 1, 1, 2))
+    ]  # fmt: skip
+    expected = sum(h * (1 + (w * bits + 7) // 8) for w, h in passes if w and h)
+    inflate, inflated, offset = zlib.decompressobj(), 0, 8
+    while offset + 8 <= len(data) and inflated < expected:
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"IDAT":
+            chunk = data[offset + 8 : offset + 8 + length]
+            while chunk and inflated < expected:  # in pieces: never more than 1 MiB inflated at once
+                inflated += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+        elif kind == b"IEND":
+            break
+        offset += 12 + length
+    if inflated < expected:
+        raise InvalidArgument(
+            f"{what}: truncated PNG data ({inflated} of the {expected} bytes its {width}x{height} header "
+            "declares)"
+        )
+
+
+def _header_size(what: str, message: Any, limits: Limits) -> tuple[int, int]:
+    """(width, height) of a pb.Image/pb.Mask from its raw fields or its encoded header, without decoding
+    ((0, 0) when there is none: decoding reports what is wrong)."""
+    kind = message.WhichOneof("data")
+    if kind == "raw":
+        width, height = message.raw.width, message.raw.height
+    elif kind == "encoded":
+        try:
+            with PILImage.open(io.BytesIO(message.encoded), formats=DECODERS) as image:
+                width, height = image.size
+        except Exception:  # noqa: BLE001
+            return 0, 0
+    else:
+        return 0, 0
+    _check_size(what, width, height, limits)
+    return width, height
+
+
+def request_sizes(kind: str, request: Any, limits: Limits) -> tuple[int, tuple[int, int]]:
+    """(decoded pixels of all images and masks, (height, width) of the canvas) of an edit request, from
+    headers only: what admission charges before anything is decoded."""
+    if kind == "sample":
+        return 0, (0, 0)
+    if kind == "composite":
+        if len(request.layers) > limits.max_layers:
+            count = len(request.layers)
+            raise InvalidArgument(f"layers: {count} layers exceed the limit of {limits.max_layers}")
+        parts = [(f"layers[{i}]", layer) for i, layer in enumerate(request.layers)]
+    else:
+        parts = [("inpaint", request)]
+    pixels, canvas = 0, (0, 0)
+    for what, part in parts:
+        width, height = _header_size(f"{what}.image", part.image, limits)
+        pixels += width * height
+        if part.HasField("mask"):
+            mask_width, mask_height = _header_size(f"{what}.mask", part.mask, limits)
+            pixels += mask_width * mask_height
+        if canvas == (0, 0):
+            canvas = (height, width)
+    return pixels, canvas
 
 
 def decode_image(what: str, message: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,7 +196,7 @@ def decode_image(what: str, message: Any, limits: Limits) -> tuple[np.ndarray, n
             return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
         return np.asarray(image.convert("RGB")).copy(), None
     except Exception as error:  # noqa: BLE001 - e.g. a pixel mode Pillow cannot convert
-        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({error})") from None
+        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({_reason(error)})") from None
 
 
 def decode_mask(what: str, message: Any, limits: Limits) -> np.ndarray:
@@ -113,7 +210,7 @@ def decode_mask(what: str, message: Any, limits: Limits) -> np.ndarray:
     try:
         return np.asarray(image.convert("L")).copy()
     except Exception as error:  # noqa: BLE001
-        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({error})") from None
+        raise InvalidArgument(f"{what}: unsupported {image.mode} pixels ({_reason(error)})") from None
 
 
 def _layer(what: str, image_msg: Any, mask_msg: Any | None, limits: Limits, x: int = 0, y: int = 0):

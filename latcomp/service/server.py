@@ -20,8 +20,6 @@ failed). A bad request never affects the next one.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import inspect
 import logging
 import math
 import os
@@ -29,7 +27,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -40,13 +38,23 @@ from grpc_reflection.v1alpha import reflection
 from ..runtime import edits
 from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
 from . import codec, proto
+from .admission import Admission, AdmissionInterceptor, AdmissionLimits, RpcFailure, echo
+from .auth import check_token
 from .metrics import ServiceMetrics
 from .proto import pb
 
 log = logging.getLogger("latcomp.service")
 
-HEALTH_PREFIX = "/grpc.health.v1.Health/"
 MAX_SEED = 2**32  # numpy.random.RandomState seeds
+# Admission's estimate of an edit's peak working memory (measured on the decode/compose/encode path:
+# docs/RELIABILITY.md). Input: decoded pixels of every image and mask (Pillow's buffer, the converted copy,
+# the split arrays); canvas: the collage and its mask, held to the end, and the resize to the model;
+# output: the resize to the output size, the feathered paste-back in float32 and the encoded copy.
+BYTES_PER_INPUT_PIXEL = 12
+BYTES_PER_CANVAS_PIXEL = 16
+BYTES_PER_OUTPUT_PIXEL = 48
+BYTES_PER_EDIT = 1 << 20
+RESPONSE_OVERHEAD = 64 * 1024  # timing, latent, framing
 
 
 @dataclass
@@ -55,7 +63,8 @@ class ServerConfig:
     host: str = "[::]"
     port: int = 50051  # 0: a free port (ComposerServer.start returns it)
     metrics_port: int | None = None  # None: no metrics endpoint; 0: a free port
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str | None = None  # None: the serving host
+    metrics_auth: bool = True  # with auth_token: /metrics requires it too
     backend: str = "auto"
     device: str = "cpu"
     precision: str = "auto"
@@ -70,14 +79,10 @@ class ServerConfig:
     tls_key: str | None = None
     auth_token: str | None = None
     grace_s: float = 30.0
+    drain_delay_s: float = 0.0  # on shutdown: NOT_SERVING but still answering, while load balancers react
+    reuse_port: bool = False  # SO_REUSEPORT: several servers share the port (workers, rolling restarts)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     io_threads: int = 4  # decoding, compositing and encoding, off the event loop
-
-
-class RpcFailure(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 @dataclass
@@ -99,118 +104,6 @@ class _Job:
     def mask(self) -> np.ndarray:
         """uint8 [R,R,1]."""
         return self.edit.mask
-
-
-# ---- interceptors ---------------------------------------------------------------------------------------
-
-
-def _wrap_handler(handler: grpc.RpcMethodHandler, wrap_unary, wrap_stream) -> grpc.RpcMethodHandler:
-    """The same handler, its behaviour wrapped (unary responses by wrap_unary, streams by wrap_stream)."""
-    if handler.unary_unary is not None:
-        return handler._replace(unary_unary=wrap_unary(handler.unary_unary))
-    if handler.stream_unary is not None:
-        return handler._replace(stream_unary=wrap_unary(handler.stream_unary))
-    if handler.unary_stream is not None:
-        return handler._replace(unary_stream=wrap_stream(handler.unary_stream))
-    return handler._replace(stream_stream=wrap_stream(handler.stream_stream))
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` on every RPC but health checks (probes carry no secrets)."""
-
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
-
-    def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
-        if details.method.startswith(HEALTH_PREFIX):
-            return True
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(given, self._expected)
-        return False
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or self._allowed(handler_call_details):
-            return handler
-        message = "missing or wrong bearer token (metadata 'authorization: Bearer <token>')"
-
-        def deny_unary(_behaviour):
-            async def deny(_request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-            return deny
-
-        def deny_stream(_behaviour):
-            async def deny(_request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-                yield  # an async generator, like the behaviour it replaces
-
-            return deny
-
-        return _wrap_handler(handler, deny_unary, deny_stream)
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every RPC by method and final status code and times it."""
-
-    def __init__(self, metrics: ServiceMetrics):
-        self.metrics = metrics
-
-    def _record(self, method: str, context, started: float, error: BaseException | None) -> None:
-        if isinstance(error, asyncio.CancelledError):
-            code = grpc.StatusCode.CANCELLED
-        else:
-            code = context.code()
-            if code is None:
-                code = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        self.metrics.requests.labels(method, name).inc()
-        self.metrics.latency.labels(method).observe(time.monotonic() - started)
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        metrics, record = self.metrics, self._record
-
-        def wrap_unary(behaviour):
-            async def timed(request, context):
-                started, error = time.monotonic(), None
-                metrics.inflight.inc()
-                try:
-                    return await behaviour(request, context)
-                except BaseException as raised:
-                    error = raised
-                    raise
-                finally:
-                    metrics.inflight.dec()
-                    record(method, context, started, error)
-
-            return timed
-
-        def wrap_stream(behaviour):
-            if not inspect.isasyncgenfunction(behaviour):  # e.g. health's Watch writes with context.write
-                return wrap_unary(behaviour)
-
-            async def timed(request, context):
-                started, error = time.monotonic(), None
-                metrics.inflight.inc()
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                except BaseException as raised:
-                    error = raised
-                    raise
-                finally:
-                    metrics.inflight.dec()
-                    record(method, context, started, error)
-
-            return timed
-
-        return _wrap_handler(handler, wrap_unary, wrap_stream)
 
 
 # ---- the service ----------------------------------------------------------------------------------------
@@ -235,7 +128,7 @@ class _Servicer(proto.ComposerServicer):
         try:
             self._server.admit(request.model)
         except RpcFailure as failure:
-            await context.abort(failure.code, failure.details)
+            await context.abort(failure.code, failure.details, failure.trailing)
         return self._server.model_info()
 
     async def EditStream(self, request_iterator, context):
@@ -251,12 +144,14 @@ class ComposerServer:
         max_pixels = self.config.max_pixels
         self.limits = codec.Limits(max_pixels=max_pixels, max_total_pixels=4 * max_pixels)
         self.max_message_bytes = int(self.config.max_message_mb * 1024 * 1024)
+        token = check_token(self.config.auth_token) if self.config.auth_token is not None else None
+        self.admission = Admission(self.config.admission, token, self.metrics)
         self.state = "created"  # -> starting -> serving -> draining -> stopped
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.batcher: Batcher | None = None
-        self._active = 0  # edits admitted and not yet answered
-        self._last_call = 0.0  # when an RPC last reached admit()
+        self._draining: asyncio.Event | None = None  # set when streams must end (the drain refuses)
+        self._stream_wakeups: set[asyncio.Event] = set()  # each EditStream's, set on drain to end it
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._io = ThreadPoolExecutor(max_workers=self.config.io_threads, thread_name_prefix="latcomp-io")
@@ -274,19 +169,17 @@ class ComposerServer:
             on_batch=self.metrics.on_batch,
         )
         self.metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
-        interceptors = [MetricsInterceptor(self.metrics)]
-        if config.auth_token:
-            interceptors.append(AuthInterceptor(config.auth_token))
+        self._draining = asyncio.Event()
+        # No maximum_concurrent_rpcs: grpc's global cap would count health checks and idle streams alike,
+        # so a few hundred idle streams would lock everyone out. Admission limits each kind of call instead.
         self._server = grpc.aio.server(
             migration_thread_pool=None,
-            interceptors=interceptors,
+            interceptors=[AdmissionInterceptor(self.admission)],
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(config.reuse_port)),
             ],
-            # Beyond the batcher's queue, each RPC holds decoded images; bound them too.
-            maximum_concurrent_rpcs=config.max_queue + 64,
         )
         proto.add_servicer_to_server(_Servicer(self), self._server)
         self._health = health.aio.HealthServicer()
@@ -308,7 +201,9 @@ class ComposerServer:
         await self._server.start()
         self.state = "starting"
         if config.metrics_port is not None:
-            self.metrics_port = self.metrics.start_http(config.metrics_port, config.metrics_host)
+            host = config.host if config.metrics_host is None else config.metrics_host
+            token = config.auth_token if config.metrics_auth else None
+            self.metrics_port = self.metrics.start_http(config.metrics_port, host, token)
         if warm_up:
             await self.warm_up()
         return self.port
@@ -333,29 +228,36 @@ class ComposerServer:
             await self._health.set(service, status)
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
 
-    async def drain(self, grace: float | None = None) -> None:
-        """NOT_SERVING, refuse new RPCs (UNAVAILABLE), let accepted ones finish within grace seconds."""
+    async def drain(self, grace: float | None = None, delay: float | None = None) -> None:
+        """Stops without losing an accepted call: health NOT_SERVING; for `delay` seconds (the config's
+        drain_delay_s) calls are still answered while load balancers notice; then new calls get
+        UNAVAILABLE, accepted edits finish and open streams end UNAVAILABLE (all within `grace` seconds
+        from the start), and the port closes."""
         if self.state in ("draining", "stopped"):
             return
         grace = self.config.grace_s if grace is None else grace
+        delay = self.config.drain_delay_s if delay is None else delay
         end = time.monotonic() + grace
         self.state = "draining"
         self.metrics.serving.set(0)
         await self._health.enter_graceful_shutdown()
-        log.info("draining (grace %.1f s, %d edits in progress)", grace, self._active)
-        # Accepted edits finish while the port stays open, so probes keep seeing NOT_SERVING and new calls
-        # get a clear UNAVAILABLE. Then, until calls stop arriving (at most 1 s), the port stays open too:
-        # calls grpc has received but not yet handed to a handler would be cancelled by stop() instead.
-        idle_since = None
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if self._active:
-                idle_since = None
-            else:
-                idle_since = idle_since or now
-                if now - self._last_call >= 0.05 or now - idle_since >= 1.0:
-                    break
-            await asyncio.sleep(0.01)
+        admission = self.admission
+        log.info("draining: NOT_SERVING, answering for %.1f s more (grace %.1f s, %d edits in progress)",
+                 delay, grace, admission.edits)  # fmt: skip
+        await asyncio.sleep(max(0.0, min(delay, end - time.monotonic())))
+        admission.accepting = False  # from here every call but health gets UNAVAILABLE from admission
+        self._draining.set()  # EditStreams end after the request they are computing
+        for wakeup in self._stream_wakeups:
+            wakeup.set()
+        while admission.edits and time.monotonic() < end:
+            await asyncio.sleep(0.005)
+        await admission.end_streams()  # idle streams (Watch, reflection, EditStream): UNAVAILABLE
+        # grpc core cancels (CANCELLED) the calls that reach it after stop() begins and before their
+        # client has seen the GOAWAY, so the port closes in a pause between calls: until none has arrived
+        # for 30 ms (at most 0.25 s) the calls that come are answered UNAVAILABLE, which clients retry.
+        quiet_end = min(end, time.monotonic() + 0.25)
+        while time.monotonic() - admission.last_call < 0.03 and time.monotonic() < quiet_end:
+            await asyncio.sleep(0.005)
         await self._server.stop(max(0.0, end - time.monotonic()))
         await self.batcher.close(max(0.0, end - time.monotonic()))  # a hung engine cannot outlast grace
         if self.batcher.inflight:
@@ -376,14 +278,13 @@ class ComposerServer:
     # ---- request handling ----
 
     def admit(self, model: str) -> None:
-        self._last_call = time.monotonic()
-        if self.state != "serving":
-            reason = "draining" if self.state in ("draining", "stopped") else "warming up"
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"the server is {reason}")
+        if self.state in ("created", "starting"):
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is warming up")
+        if not self.admission.accepting:
+            raise RpcFailure.draining()
         if model and model != self.engine.name:
-            raise RpcFailure(
-                grpc.StatusCode.NOT_FOUND, f"unknown model {model!r}; this server serves {self.engine.name!r}"
-            )
+            message = f"unknown model {echo(model)}; this server serves {self.engine.name!r}"
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, message)
 
     def model_info(self) -> Any:
         engine = self.engine
@@ -406,56 +307,92 @@ class ComposerServer:
         try:
             return await self._edit(kind, request, _deadline(context), time.monotonic())
         except RpcFailure as failure:
-            await context.abort(failure.code, failure.details)
+            await context.abort(failure.code, failure.details, failure.trailing)
 
     async def stream(self, request_iterator, context):
-        """EditStream: answers the newest request; ones superseded while the engine was busy are dropped."""
+        """EditStream: answers the newest request; ones superseded while the engine was busy are dropped
+        (counted). A request that fails, a message that is not an EditStreamRequest, an idle stream and a
+        drain end the stream with their status, naming the request: a stream that ends OK has answered
+        its newest request."""
         pending: list[Any] = []  # holds at most the newest unanswered request
         arrived = asyncio.Event()
         ended = False
+        failure: RpcFailure | None = None  # why reading stopped early (admission: malformed, idle)
+        read_id = 0  # request_id of the newest request read
 
         async def read() -> None:
-            nonlocal ended
+            nonlocal ended, failure, read_id
             try:
                 async for request in request_iterator:
                     if pending:
                         self.metrics.stream_dropped.inc()
                     pending[:] = [request]
+                    read_id = request.request_id
                     arrived.set()
+            except RpcFailure as error:
+                failure = RpcFailure(error.code, f"after request {read_id}: {error.details}")
             finally:
                 ended = True
                 arrived.set()
 
         reader = asyncio.get_running_loop().create_task(read())
+        self._stream_wakeups.add(arrived)
         request_id = 0
         try:
             while True:  # one request at a time, always the newest
-                if not pending:
-                    if ended:
-                        break
-                    arrived.clear()
-                    await arrived.wait()
+                if pending:
+                    request = pending.pop()
+                    request_id, kind = request.request_id, request.WhichOneof("edit")
+                    if not kind:
+                        missing = "no edit (composite, inpaint, sample)"
+                        raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, missing)
+                    edit = getattr(request, kind)
+                    yield await self._edit(kind, edit, _deadline(context), time.monotonic(), request_id)
                     continue
-                request = pending.pop()
-                request_id, kind = request.request_id, request.WhichOneof("edit")
-                if not kind:
-                    raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "no edit (composite, inpaint, sample)")
-                edit = getattr(request, kind)
-                yield await self._edit(kind, edit, _deadline(context), time.monotonic(), request_id)
-                if self.state != "serving":
-                    raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is draining")
+                if failure is not None:
+                    await context.abort(failure.code, failure.details, failure.trailing)
+                if ended:
+                    break
+                if self._draining.is_set():
+                    raise RpcFailure.draining()
+                arrived.clear()
+                await arrived.wait()
         except RpcFailure as failure:
-            await context.abort(failure.code, f"request {request_id}: {failure.details}")
+            await context.abort(failure.code, f"request {request_id}: {failure.details}", failure.trailing)
         finally:
+            self._stream_wakeups.discard(arrived)
             reader.cancel()
 
     async def _edit(self, kind: str, request, deadline: float | None, started: float, request_id: int = 0):
         self.admit(request.model)
-        self._active += 1
-        try:
+        resolution = self.engine.resolution
+        with self.admission.reserve(self._working_bytes(kind, request, resolution), f"this {kind}"):
             return await self._run_edit(kind, request, deadline, started, request_id)
-        finally:
-            self._active -= 1
+
+    def _working_bytes(self, kind: str, request, resolution: int) -> int:
+        """The peak memory an edit may use, estimated from its headers before anything is decoded; an
+        edit whose raw answer cannot fit the message limit is refused here, before any compute."""
+        try:
+            spec = codec.output_spec(request.output)
+            pixels, canvas = codec.request_sizes(kind, request, self.limits)
+        except codec.InvalidArgument as error:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        model = (resolution, resolution)
+        output = canvas if kind != "sample" and spec.size == edits.CANVAS else model
+        raw_answer = output[0] * output[1] * 3 + (4 * resolution**2 if spec.return_input else 0)
+        if spec.format == pb.IMAGE_FORMAT_RAW and raw_answer + RESPONSE_OVERHEAD > self.max_message_bytes:
+            raise RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the raw {output[1]}x{output[0]} answer would be {raw_answer / 2**20:.1f} MiB, over the "
+                f"{self.max_message_bytes / 2**20:.1f} MiB message limit: ask for PNG or JPEG, or size MODEL",
+            )
+        return (
+            2 * request.ByteSize()  # grpc's buffer and the parsed message
+            + BYTES_PER_INPUT_PIXEL * pixels
+            + BYTES_PER_CANVAS_PIXEL * canvas[0] * canvas[1]
+            + BYTES_PER_OUTPUT_PIXEL * output[0] * output[1]
+            + BYTES_PER_EDIT
+        )
 
     async def _run_edit(self, kind: str, request, deadline: float | None, started: float, request_id: int):
         loop = asyncio.get_running_loop()
@@ -474,10 +411,11 @@ class ComposerServer:
         except DeadlineExceeded as error:
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(error)) from None
         except BatcherClosed:
-            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is draining") from None
+            raise RpcFailure.draining() from None
         except EngineFailed as error:
             log.error("engine failure: %s", error, exc_info=error.__cause__)
-            raise RpcFailure(grpc.StatusCode.INTERNAL, f"the engine failed: {error}") from None
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            raise RpcFailure(grpc.StatusCode.INTERNAL, f"the engine failed: {reason}") from None
         self.metrics.queue.observe(timing.queue_ms / 1000)
         response = await loop.run_in_executor(self._io, self._finish, job, image, latent)
         response.request_id = request_id
@@ -519,6 +457,22 @@ class ComposerServer:
         return response
 
 
+def security_mode(config: ServerConfig) -> str:
+    """The start-up log's statement of the auth and TLS mode (always logged, on or off)."""
+    tls = f"TLS on (certificate {config.tls_cert})" if config.tls_cert else "TLS off (plaintext)"
+    auth = "auth on (bearer token)" if config.auth_token else "auth OFF (any client may call)"
+    return f"{auth}, {tls}"
+
+
+def admission_summary(config: ServerConfig) -> str:
+    limits = config.admission
+    return (
+        f"admission: {limits.max_edits} edits and {limits.memory_budget_mb:g} MiB of working memory at once, "
+        f"{limits.max_streams} streams ({limits.max_streams_per_connection} per connection, "
+        f"{limits.max_anonymous_streams} without a token), streams idle for {limits.stream_idle_s:g} s end"
+    )
+
+
 def _deadline(context) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -544,14 +498,15 @@ def open_engine(config: ServerConfig) -> Any:
 async def _serve(config: ServerConfig, engine: Any) -> int:
     server = ComposerServer(engine, config)
     port = await server.start(warm_up=False)
-    scheme = "TLS" if config.tls_cert else "plaintext"
     log.info(
-        "serving %s %s (%s) on %s:%d (%s%s), backend %s on %s, warming up",
-        engine.name, engine.version, proto.SERVICE_NAME, config.host, port, scheme,
-        ", token auth" if config.auth_token else "", engine.backend, engine.device,
+        "serving %s %s (%s) on %s:%d, backend %s on %s, warming up",
+        engine.name, engine.version, proto.SERVICE_NAME, config.host, port, engine.backend, engine.device,
     )  # fmt: skip
+    log.info("%s; %s", security_mode(config), admission_summary(config))
     if server.metrics_port is not None:
-        log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
+        host = config.host if config.metrics_host is None else config.metrics_host
+        guarded = "token required" if config.auth_token and config.metrics_auth else "no token"
+        log.info("metrics on http://%s:%d/metrics (%s)", host, server.metrics_port, guarded)
     stop = asyncio.Event()
     signals = 0
     status = 0
