@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1
 
 WORKDIR /tmp/latcomp-src
-COPY pyproject.toml setup.py README.md MANIFEST.in ./
+COPY pyproject.toml README.md MANIFEST.in ./
 COPY protos ./protos
 COPY latcomp ./latcomp
 # The serving extra only: torch, onnx and the training tools stay out of the image. (DL3013 asks to pin

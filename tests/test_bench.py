@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from latcomp.bench import report
+from latcomp import report
 from latcomp.bench.engine_bench import count_flops
 from latcomp.bench.serve_bench import ServeBenchConfig, batch_histogram, parse_metrics, run_serve_bench
 from latcomp.cli import main

@@ -71,7 +71,7 @@ def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_a_shift():
 
 @pytest.mark.parametrize("optimiser", ["adam", "lbfgs"])
 def test_optimisation_reduces_masked_l1_from_its_start(optimiser):
-    from latcomp.export.fuse import average_latent
+    from latcomp.nets.fused import average_latent
 
     generator, _ = small_pair("stylegan2")
     task = face_inpainting(3, 32)

@@ -12,7 +12,8 @@ from bundle_fixtures import make_small_bundle, small_pair
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from latcomp.export import fuse, parity  # noqa: E402
+from latcomp.export import parity  # noqa: E402
+from latcomp.nets import fused  # noqa: E402
 from latcomp.export.bundle import export_bundle  # noqa: E402
 from latcomp.nets.tensors import images_to_uint8  # noqa: E402
 
@@ -28,7 +29,7 @@ def bundles(tmp_path_factory):
 @pytest.fixture(scope="session")
 def modules():
     """{arch: Composer} rebuilt from the same seeds as the bundles."""
-    return {arch: fuse.Composer(*small_pair(arch)).eval() for arch in ARCHS}
+    return {arch: fused.Composer(*small_pair(arch)).eval() for arch in ARCHS}
 
 
 def session(path):
@@ -192,7 +193,7 @@ def test_cli_export_end_to_end(tmp_path, capsys):
         result, latent = engine.run(images, np.full((2, 32, 32), 255, np.uint8))
         known = torch.full((2, 32, 32, 1), 255, dtype=torch.uint8)
         with torch.no_grad():
-            expected, _ = fuse.Composer(generator, regressor)(torch.from_numpy(images), known, torch.zeros(2))
+            expected, _ = fused.Composer(generator, regressor)(torch.from_numpy(images), known, torch.zeros(2))
         assert np.abs(result.astype(int) - expected.numpy()).max() <= 1
     assert main(["export", *pair, "--out", str(tmp_path / "out")]) == 2
     assert "exists" in capsys.readouterr().err

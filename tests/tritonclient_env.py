@@ -27,7 +27,7 @@ ENVS = Path(os.environ.get("LATCOMP_TEST_ENVS", Path.home() / ".cache" / "latcom
 
 
 def python() -> Path:
-    """The Python of the tritonclient environment, built first if needed (raises RuntimeError if pip fails)."""
+    """The Python of the tritonclient environment, built first if needed (RuntimeError if pip fails)."""
     env = ENVS / REQUIREMENT.replace("[", "-").replace("]", "").replace("==", "-")
     interpreter, done = env / "bin" / "python", env / ".complete"
     ENVS.mkdir(parents=True, exist_ok=True)
@@ -52,6 +52,7 @@ def python() -> Path:
 
 def run_tool(*args: str, timeout: float = 120.0) -> dict:
     """Runs tritonclient_tool.py in the tritonclient environment; its JSON output, or AssertionError."""
-    result = subprocess.run([str(python()), str(TOOL), *args], capture_output=True, text=True, timeout=timeout)
+    command = [str(python()), str(TOOL), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"tritonclient_tool {args[0]} failed:\n{result.stdout}{result.stderr}"
     return json.loads(result.stdout)

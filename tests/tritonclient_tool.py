@@ -1,7 +1,7 @@
 """What the tests ask of the real tritonclient, run in its own environment (tests/tritonclient_env.py).
 
     python tritonclient_tool.py infer HOST:PORT MODEL INPUTS.npz OUTPUTS.npz [TOKEN]
-    python tritonclient_tool.py errors HOST:PORT MODEL INPUTS.npz
+    python tritonclient_tool.py errors HOST:PORT MODEL INPUTS.npz [TOKEN]
     python tritonclient_tool.py pbtxt CONFIG.pbtxt...
     python tritonclient_tool.py schema DESCRIPTORS.pb
 
@@ -46,15 +46,15 @@ def infer(target, model, inputs_path, outputs_path, token=None) -> dict:
         response = result.get_response()
         answer["id"] = response.id
         answer["model_version"] = response.model_version
-        answer["outputs"] = [
-            {"name": o.name, "datatype": o.datatype, "shape": [int(d) for d in o.shape]} for o in response.outputs
-        ]
+        answer["outputs"] = [{"name": o.name, "datatype": o.datatype, "shape": [int(d) for d in o.shape]}
+                             for o in response.outputs]
         np.savez(outputs_path, result=result.as_numpy("result"), latent=result.as_numpy("latent"))
     return answer
 
 
-def errors(target, model, inputs_path) -> dict:
-    """The status each bad request gets: {case: "StatusCode.X: message"}."""
+def errors(target, model, inputs_path, token=None) -> dict:
+    """The status each bad request gets, {case: "StatusCode.X: message"}, and then a good one's."""
+    headers = {"authorization": f"Bearer {token}"} if token else None
     arrays = dict(np.load(inputs_path))
     cases = {
         "float_image": {**arrays, "image": arrays["image"].astype(np.float32)},
@@ -71,12 +71,16 @@ def errors(target, model, inputs_path) -> dict:
                 tensor = triton.InferInput(name, list(array.shape), datatype)
                 tensor.set_data_from_numpy(array)
                 tensors.append(tensor)
-            answer[case] = _status(lambda tensors=tensors: client.infer(model, tensors))
-        answer["unknown_model"] = _status(lambda: client.infer("no-such-model", _inputs(arrays)))
-        answer["unknown_output"] = _status(
-            lambda: client.infer(model, _inputs(arrays), outputs=[triton.InferRequestedOutput("nope")])
-        )
-        answer["metadata_of_unknown_model"] = _status(lambda: client.get_model_metadata("no-such-model"))
+            answer[case] = _status(lambda tensors=tensors: client.infer(model, tensors, headers=headers))
+        answer["unknown_model"] = _status(
+            lambda: client.infer("no-such-model", _inputs(arrays), headers=headers))
+        nope = [triton.InferRequestedOutput("nope")]
+        answer["unknown_output"] = _status(lambda: client.infer(model, _inputs(arrays), outputs=nope,
+                                                                headers=headers))
+        answer["metadata_of_unknown_model"] = _status(
+            lambda: client.get_model_metadata("no-such-model", headers=headers))
+        answer["without_token"] = _status(lambda: client.infer(model, _inputs(arrays)))
+        answer["good_after_the_bad"] = _status(lambda: client.infer(model, _inputs(arrays), headers=headers))
     return answer
 
 
@@ -89,7 +93,7 @@ def _status(call) -> str:
 
 
 def pbtxt(*paths) -> dict:
-    """Each config.pbtxt parsed as Triton's ModelConfig (text_format refuses unknown fields and bad values)."""
+    """Each config.pbtxt parsed as Triton's ModelConfig (text_format refuses unknown fields, bad values)."""
     configs = {}
     for path in paths:
         with open(path) as handle:
@@ -126,7 +130,8 @@ def schema(descriptors_path) -> dict:
             for field in message.field:
                 checked += 1
                 twin = theirs.fields_by_name.get(field.name)
-                mine = (field.number, field.type, field.label == field.LABEL_REPEATED, field.type_name.lstrip("."))
+                repeated = field.label == field.LABEL_REPEATED
+                mine = (field.number, field.type, repeated, field.type_name.lstrip("."))
                 if twin is None or mine != (twin.number, twin.type, twin.is_repeated, type_name(twin)):
                     mismatches.append(f"field {full}.{field.name} {mine}")
             walk(full + ".", message.nested_type, message.enum_type)
@@ -146,4 +151,5 @@ def schema(descriptors_path) -> dict:
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    print(json.dumps({"infer": infer, "errors": errors, "pbtxt": pbtxt, "schema": schema}[command](*arguments)))
+    commands = {"infer": infer, "errors": errors, "pbtxt": pbtxt, "schema": schema}
+    print(json.dumps(commands[command](*arguments)))

@@ -32,7 +32,7 @@ def _list(kind: type = str, choices: tuple | None = None):
 
 
 def _write_outputs(args: argparse.Namespace, result: dict, markdown: str, plot) -> None:
-    from . import report
+    from .. import report
 
     if args.json:
         report.write_json(args.json, result)
@@ -60,7 +60,7 @@ def _add_outputs(parser: argparse.ArgumentParser) -> None:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     from ..runtime import BundleError
-    from . import report
+    from .. import report
     from .engine_bench import EngineBenchConfig, engine_markdown, engine_plot, run_engine_bench
 
     config = EngineBenchConfig(
@@ -193,7 +193,7 @@ def _load_server(command: str, args: argparse.Namespace, run):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import report
+    from .. import report
     from .serve_bench import ServeBenchConfig, run_serve_bench, serve_markdown, serve_plot
 
     def run() -> dict:
@@ -302,7 +302,7 @@ def _add_serve(bench) -> None:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    from . import report
+    from .. import report
     from .soak import SoakConfig, run_soak, soak_markdown
 
     def run() -> dict:

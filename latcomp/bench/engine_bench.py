@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report
+from .. import report
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 # "ort" runs the providers OrtEngine picks itself; ort-cuda / ort-trt pin the list, starting at that provider

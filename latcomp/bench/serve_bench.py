@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import PAYLOADS, RPCS, report
+from .. import report
+from . import PAYLOADS, RPCS
 
 POOL = 8  # distinct requests per RPC and payload, cycled
 MAX_OUTSTANDING = 1024  # open loop: arrivals beyond this many unanswered requests are dropped, and counted

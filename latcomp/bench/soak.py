@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import PAYLOADS, RPCS, report
+from .. import report
+from . import PAYLOADS, RPCS
 from .serve_bench import (
     Load,
     ServerOptions,

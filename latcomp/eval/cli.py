@@ -122,7 +122,7 @@ def _grid_columns(result) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..bench import report as bench_report
+    from ..report import Progress, machine_line, run_header, write_json, write_text
     from ..runtime import BundleError, open_bundle
     from .figures import image_grid, tradeoff_plot
     from .inpainting import markdown
@@ -136,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = Settings(methods=args.methods, steps=args.steps, lr=args.lr, loss=args.loss, batch=args.batch,
                         realism=args.realism)
     needs_torch = any(m in OPTIMISED for m in settings.methods) or args.features == "regressor"
-    progress = bench_report.Progress("eval", enabled=not args.quiet)
+    progress = Progress("eval", enabled=not args.quiet)
     try:
         engine = open_bundle(args.bundle, backend=args.backend, device=args.device)
     except (BundleError, ValueError, RuntimeError) as error:
@@ -153,12 +153,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         finally:
             if torch_engine is not None and torch_engine is not engine:
                 torch_engine.close()
-    result = {**bench_report.run_header("eval"), **report}
-    summary = _markdown(result, markdown, markdown_section, bench_report.machine_line)
+    result = {**run_header("eval"), **report}
+    summary = _markdown(result, markdown, markdown_section, machine_line)
     if args.json:
-        bench_report.write_json(args.json, result)
+        write_json(args.json, result)
     if args.markdown:
-        bench_report.write_text(args.markdown, summary + "\n")
+        write_text(args.markdown, summary + "\n")
     if args.plot:
         panels = [("faces: composition", result["methods"], result["real"]["fd_floor"]),
                   ("faces: inpainting", result["inpainting"]["methods"], result["real"]["fd_floor"])]

@@ -1,4 +1,4 @@
-"""The evaluation's pictures (Pillow, like latcomp.bench.report): the trade-off plot and the image grid."""
+"""The evaluation's pictures (Pillow, like the benchmarks' in latcomp.report): the trade-off plot and the image grid."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..bench.report import BACKGROUND, COLORS, GRID, INK, _font, _text_size, nice_ticks, tick_label
+from ..report import BACKGROUND, COLORS, GRID, INK, load_font, nice_ticks, text_size, tick_label
 
 
 def marker_radius(time_ms: float) -> float:
@@ -19,11 +19,11 @@ def marker_radius(time_ms: float) -> float:
 
 def _scatter_panel(title: str, methods: dict, color_of: dict, width: int, height: int,
                    fd_floor: float | None) -> Image.Image:
-    font, small, bold = _font(13), _font(11), _font(14)
+    font, small, bold = load_font(13), load_font(11), load_font(14)
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     left, right, top, bottom = 66, width - 20, 30, height - 46
-    title_w, _ = _text_size(draw, title, bold)
+    title_w, _ = text_size(draw, title, bold)
     draw.text(((width - title_w) // 2, 6), title, fill=INK, font=bold)
     xs = [m["masked_l1"] for m in methods.values()]
     ys = [m["fd"] for m in methods.values()] + ([fd_floor] if fd_floor is not None else [])
@@ -37,11 +37,11 @@ def _scatter_panel(title: str, methods: dict, color_of: dict, width: int, height
 
     for tick in yticks:
         draw.line([(left, py(tick)), (right, py(tick))], fill=GRID)
-        w, h = _text_size(draw, tick_label(tick), small)
+        w, h = text_size(draw, tick_label(tick), small)
         draw.text((left - 6 - w, py(tick) - h / 2 - 2), tick_label(tick), fill=INK, font=small)
     for tick in xticks:
         draw.line([(px(tick), top), (px(tick), bottom)], fill=GRID)
-        w, _ = _text_size(draw, tick_label(tick), small)
+        w, _ = text_size(draw, tick_label(tick), small)
         draw.text((px(tick) - w / 2, bottom + 5), tick_label(tick), fill=INK, font=small)
     draw.rectangle([left, top, right, bottom], outline=INK)
     if fd_floor is not None:  # what real images score at this sample count
@@ -50,9 +50,9 @@ def _scatter_panel(title: str, methods: dict, color_of: dict, width: int, height
             draw.line([(x, y), (min(x + 4, right), y)], fill=INK)
         draw.text((right - 110, y - 14), "real images (floor)", fill=INK, font=small)
     xlabel, ylabel = "masked L1 to the input (known pixels)", "FD to real images"
-    w, _ = _text_size(draw, xlabel, font)
+    w, _ = text_size(draw, xlabel, font)
     draw.text(((left + right - w) / 2, bottom + 22), xlabel, fill=INK, font=font)
-    w, h = _text_size(draw, ylabel, font)
+    w, h = text_size(draw, ylabel, font)
     label = Image.new("RGB", (w + 4, h + 6), BACKGROUND)
     ImageDraw.Draw(label).text((2, 0), ylabel, fill=INK, font=font)
     label = label.rotate(90, expand=True)
@@ -65,7 +65,7 @@ def _scatter_panel(title: str, methods: dict, color_of: dict, width: int, height
     placed: list[tuple[float, float, float, float]] = []
     for name, m in ordered:  # labels after all markers, each moved down or up until it overlaps no other
         x, y, r = px(m["masked_l1"]), py(m["fd"]), marker_radius(m["time_ms"])
-        w, h = _text_size(draw, name, small)
+        w, h = text_size(draw, name, small)
         left_edge = min(x + r + 3, right - w - 2)
         for shift in (0, 13, -13, 26, -26, 39, -39, 52, -52):
             box = (left_edge, y - 7 + shift, left_edge + w, y - 7 + shift + h + 2)
@@ -77,7 +77,7 @@ def _scatter_panel(title: str, methods: dict, color_of: dict, width: int, height
 
 
 def _legend(methods: dict, color_of: dict, width: int) -> Image.Image:
-    small = _font(11)
+    small = load_font(11)
     rows = math.ceil(len(methods) / 2)
     image = Image.new("RGB", (width, 18 * rows + 30), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -113,7 +113,7 @@ def tradeoff_plot(panels: Sequence[tuple[str, dict, float | None]], path: str | 
 def image_grid(columns: dict[str, np.ndarray], path: str | Path, rows: int = 6, cell: int = 96) -> Path:
     """Rows of the same inputs, one column per {label: uint8 images [N, R, R, 3]}, labelled on top; images
     are enlarged by an integer factor (nearest) to at least `cell` px so small bundles stay legible."""
-    font = _font(11)
+    font = load_font(11)
     rows = min(rows, *(len(images) for images in columns.values()))
     resolution = next(iter(columns.values())).shape[1]
     scale = max(1, -(-cell // resolution))
@@ -123,7 +123,7 @@ def image_grid(columns: dict[str, np.ndarray], path: str | Path, rows: int = 6, 
     draw = ImageDraw.Draw(canvas)
     for c, (label, images) in enumerate(columns.items()):
         x = pad + c * (side + pad)
-        w, _ = _text_size(draw, label, font)
+        w, _ = text_size(draw, label, font)
         text = label if w <= side else label[: max(1, len(label) * side // w - 1)] + "."
         draw.text((x, 4), text, fill=INK, font=font)
         for r in range(rows):

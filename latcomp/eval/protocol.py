@@ -173,7 +173,7 @@ def _number(value: float | None, digits: int = 4, style: str = "f") -> str:
 
 def markdown_section(section: dict, heading: str) -> str:
     """Markdown tables of one evaluate_protocol section (composition, then inpainting)."""
-    from ..bench.report import markdown_table
+    from ..report import markdown_table
 
     composition, inpainting = section["composition"], section["inpainting"]
     rows = [[name, _number(m["masked_l1"]), _number(m.get("masked_l1_start")), _number(m["fd"], 4, "g"),

@@ -24,7 +24,7 @@ from torch import nn
 from ..runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from . import parity
 from .fp16 import to_fp16
-from .fuse import Composer, Decoder, Sampler, average_latent
+from ..nets.fused import Composer, Decoder, Sampler, average_latent
 from .onnx_graphs import describe_io, export, save_with_shared_weights
 
 EXAMPLE_BATCH = 2  # traced with 2, so nothing gets specialised to a batch of 1

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fuse import Composer, Decoder, Sampler
+from ..nets.fused import Composer, Decoder, Sampler
 
 FP32_MAX_LATENT_DIFF = 1e-3
 FP32_MAX_SHARE_OFF_BY_MORE_THAN_1 = 1e-3  # 0.1 % of pixels

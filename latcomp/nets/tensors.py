@@ -1,6 +1,6 @@
 """Conversions between the wire format (uint8 NHWC, masks 255 = known) and torch's (float NCHW, [-1, 1]).
 
-The one implementation for training, evaluation and the exported graphs (`latcomp.export.fuse` traces these
+The one implementation for training, evaluation and the exported graphs (`latcomp.nets.fused` traces these
 functions into ONNX), so only torch ops with plain ONNX counterparts (casts, transposes, arithmetic, a
 comparison, clamp, round). The uint8 casts come first and last and all arithmetic runs in float, since
 TensorRT accepts uint8 only at casts. numpy arrays are accepted as input and `images_to_numpy` hands numpy

@@ -40,7 +40,7 @@ class TorchEngine(Engine):
                  max_batch: int | None = None):
         import torch
 
-        from ..export.fuse import Composer, Decoder, Sampler
+        from ..nets.fused import Composer, Decoder, Sampler
         from ..nets import model_class
 
         if precision == "auto":

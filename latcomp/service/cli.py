@@ -116,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         io_threads=args.io_threads,
         admission=limits,
+        model_repository=args.model_repository,
+        default_model=args.default_model,
+        max_models=args.max_models,
+        poll_s=args.poll_s or None,
     )
     if bool(config.tls_cert) != bool(config.tls_key):
         print("latcomp serve: --tls-cert and --tls-key go together", file=sys.stderr)
@@ -195,6 +199,14 @@ def _add_serve(commands) -> None:
     _flag(limits, "--stream-idle-s", "STREAM_IDLE_S", 120.0, float, "a stream without a client message for "
           "this long ends (DEADLINE_EXCEEDED); a health Watch ends (OK) after this long")
     _flag(serve, "--io-threads", "IO_THREADS", 4, int, "threads decoding, compositing and encoding")
+    models = serve.add_argument_group("several models (see docs/DEPLOY.md)")
+    _flag(models, "--model-repository", "MODEL_REPOSITORY", None, str, "serve every bundle DIR/<name>/ as "
+          "the model <name> instead of one bundle; SIGHUP (or --poll-s) adds, replaces and removes models "
+          "without failing a request", metavar="DIR")
+    _flag(models, "--default-model", "DEFAULT_MODEL", None, str, "the model of requests that name none "
+          "(none: the first by name)")
+    _flag(models, "--max-models", "MAX_MODELS", 8, int, "models loaded at once (each holds its engine)")
+    _flag(models, "--poll-s", "POLL_S", None, float, "also rescan the repository every this many seconds")
     serve.set_defaults(run=cmd_serve)
 
 

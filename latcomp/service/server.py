@@ -20,13 +20,16 @@ failed). A bad request never affects the next one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +40,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ..runtime import edits
 from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
-from . import codec, proto
-from .admission import Admission, AdmissionInterceptor, AdmissionLimits, RpcFailure, echo
+from . import codec, kserve, proto
+from .admission import Admission, AdmissionInterceptor, AdmissionLimits, RpcFailure
 from .auth import check_token
 from .metrics import ServiceMetrics
+from .models import Model, ModelNotFound, ModelRepository, ModelSet, RepositoryError
 from .proto import pb
 
 log = logging.getLogger("latcomp.service")
@@ -83,6 +87,11 @@ class ServerConfig:
     reuse_port: bool = False  # SO_REUSEPORT: several servers share the port (workers, rolling restarts)
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
     io_threads: int = 4  # decoding, compositing and encoding, off the event loop
+    # Several models (models.py): every bundle under model_repository, instead of `bundle`
+    model_repository: str | None = None
+    default_model: str | None = None  # the model of requests that name none (None: the first by name)
+    max_models: int = 8  # models loaded at once (each holds its engine's memory; a swap holds two)
+    poll_s: float | None = None  # rescan the repository this often (None: on SIGHUP only)
 
 
 @dataclass
@@ -126,10 +135,10 @@ class _Servicer(proto.ComposerServicer):
 
     async def GetModelInfo(self, request, context):
         try:
-            self._server.admit(request.model)
+            model = self._server.admit(request.model)
         except RpcFailure as failure:
             await context.abort(failure.code, failure.details, failure.trailing)
-        return self._server.model_info()
+        return self._server.model_info(model)
 
     async def EditStream(self, request_iterator, context):
         async for response in self._server.stream(request_iterator, context):
@@ -137,9 +146,12 @@ class _Servicer(proto.ComposerServicer):
 
 
 class ComposerServer:
-    def __init__(self, engine: Any, config: ServerConfig | None = None):
-        self.engine = engine
+    def __init__(self, engine: Any | None, config: ServerConfig | None = None):
+        self._engine = engine  # None: the models of config.model_repository
         self.config = config or ServerConfig()
+        self.models = ModelSet(default=self.config.default_model)  # filled by start()
+        self.repository: ModelRepository | None = None
+        self._poller: asyncio.Task | None = None
         self.metrics = ServiceMetrics()
         max_pixels = self.config.max_pixels
         self.limits = codec.Limits(max_pixels=max_pixels, max_total_pixels=4 * max_pixels)
@@ -149,26 +161,49 @@ class ComposerServer:
         self.state = "created"  # -> starting -> serving -> draining -> stopped
         self.port: int | None = None
         self.metrics_port: int | None = None
-        self.batcher: Batcher | None = None
         self._draining: asyncio.Event | None = None  # set when streams must end (the drain refuses)
         self._stream_wakeups: set[asyncio.Event] = set()  # each EditStream's, set on drain to end it
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._io = ThreadPoolExecutor(max_workers=self.config.io_threads, thread_name_prefix="latcomp-io")
 
-    # ---- lifecycle ----
+    @property
+    def engine(self) -> Any:
+        """The default model's engine (what requests naming no model run on)."""
+        model = self.models.default
+        return self._engine if model is None else model.engine
 
-    async def start(self, warm_up: bool = True) -> int:
-        """Binds and starts serving (health NOT_SERVING until warmed up); returns the bound port."""
+    @property
+    def batcher(self) -> Batcher | None:
+        model = self.models.default
+        return None if model is None else model.batcher
+
+    def make_batcher(self, engine: Any) -> Batcher:
         config = self.config
-        self.batcher = Batcher(
-            self.engine,
+        return Batcher(
+            engine,
             max_batch=config.max_batch,
             max_delay_ms=config.max_delay_ms,
             max_queue=config.max_queue,
             on_batch=self.metrics.on_batch,
         )
-        self.metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
+
+    def _open_bundle(self, path) -> Any:
+        """An engine for one bundle of the model repository, with the server's engine settings."""
+        return open_engine(dataclasses.replace(self.config, bundle=str(path)))
+
+    # ---- lifecycle ----
+
+    async def start(self, warm_up: bool = True) -> int:
+        """Binds and starts serving (health NOT_SERVING until warmed up); returns the bound port."""
+        config = self.config
+        if self._engine is not None:
+            engine = self._engine
+            self.models.put(Model(engine.name, engine, self.make_batcher(engine), owned=False))
+        else:
+            self.repository = ModelRepository(config.model_repository, self.models, self._open_bundle,
+                                              self.make_batcher, config.max_models, config.grace_s)
+        self.metrics.queue_depth.set_function(lambda: self.models.queue_depth)
         self._draining = asyncio.Event()
         # No maximum_concurrent_rpcs: grpc's global cap would count health checks and idle streams alike,
         # so a few hundred idle streams would lock everyone out. Admission limits each kind of call instead.
@@ -182,9 +217,10 @@ class ComposerServer:
             ],
         )
         proto.add_servicer_to_server(_Servicer(self), self._server)
+        kserve.add_to_server(self, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        services = (proto.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        services = (proto.SERVICE_NAME, kserve.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(services, self._server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{config.host}:{config.port}"
@@ -209,22 +245,31 @@ class ComposerServer:
         return self.port
 
     async def warm_up(self) -> None:
-        """One dummy engine run per instance, at once (first-call costs: allocations, kernels), then
-        SERVING."""
-        resolution = self.engine.resolution
-        image = np.zeros((1, resolution, resolution, 3), np.uint8)
-        mask = np.zeros((1, resolution, resolution, 1), np.uint8)
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._io, self.engine.run, image, mask)
-                               for _ in range(self.batcher.threads)))
-        log.info("warmed up in %.0f ms", (time.monotonic() - started) * 1000)
+        """Loads the model repository, if any; warms up every model (one dummy engine run per instance, at
+        once: first-call costs, allocations, kernels), then SERVING."""
+        if self.repository is not None:
+            await self.repository.load()  # each bundle opened and warmed up
+        else:
+            await asyncio.gather(*(model.warm_up() for model in self.models))
         if self.state == "starting":
             self.state = "serving"
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            if self.repository is not None and self.config.poll_s:
+                self._poller = asyncio.get_running_loop().create_task(self._poll(self.config.poll_s))
+
+    async def reload(self) -> dict[str, list[str]] | None:
+        """Applies the model repository's changes (SIGHUP, polling); None when there is nothing to reload."""
+        if self.repository is None or self.state != "serving":
+            return None
+        return await self.repository.reload()
+
+    async def _poll(self, every_s: float) -> None:
+        while self.state == "serving":
+            await asyncio.sleep(every_s)
+            await self.reload()
 
     async def _set_health(self, status: int) -> None:
-        for service in ("", proto.SERVICE_NAME):
+        for service in ("", proto.SERVICE_NAME, kserve.SERVICE_NAME):
             await self._health.set(service, status)
         self.metrics.serving.set(1 if status == health_pb2.HealthCheckResponse.SERVING else 0)
 
@@ -240,6 +285,8 @@ class ComposerServer:
         end = time.monotonic() + grace
         self.state = "draining"
         self.metrics.serving.set(0)
+        if self._poller is not None:
+            self._poller.cancel()
         await self._health.enter_graceful_shutdown()
         admission = self.admission
         log.info("draining: NOT_SERVING, answering for %.1f s more (grace %.1f s, %d edits in progress)",
@@ -259,8 +306,9 @@ class ComposerServer:
         while time.monotonic() - admission.last_call < 0.03 and time.monotonic() < quiet_end:
             await asyncio.sleep(0.005)
         await self._server.stop(max(0.0, end - time.monotonic()))
-        await self.batcher.close(max(0.0, end - time.monotonic()))  # a hung engine cannot outlast grace
-        if self.batcher.inflight:
+        # batchers close (a hung engine cannot outlast grace); engines the server opened close too
+        await asyncio.gather(*(model.retire(max(0.0, end - time.monotonic())) for model in self.models))
+        if self.models.inflight:
             log.error("an engine call is still running after the grace period; it is abandoned")
         self.metrics.stop_http()
         self._io.shutdown(wait=False)
@@ -277,30 +325,53 @@ class ComposerServer:
 
     # ---- request handling ----
 
-    def admit(self, model: str) -> None:
+    def admit(self, model: str, version: str = "") -> Model:
+        """The model a request names ("" = the default), or UNAVAILABLE (warming up, draining), NOT_FOUND."""
         if self.state in ("created", "starting"):
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is warming up")
         if not self.admission.accepting:
             raise RpcFailure.draining()
-        if model and model != self.engine.name:
-            message = f"unknown model {echo(model)}; this server serves {self.engine.name!r}"
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND, message)
+        try:
+            return self.models.get(model, version)
+        except ModelNotFound as error:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(error)) from None
 
-    def model_info(self) -> Any:
-        engine = self.engine
+    @contextmanager
+    def admitted(self, model: str, version: str = "") -> Iterator[Model]:
+        """admit(), holding the model until the block ends (a reload cannot close it under the request)."""
+        with self.admit(model, version).hold() as held:
+            yield held
+
+    async def compute(self, batcher_call) -> tuple:
+        """Awaits a Batcher call (run or sample), its failures as the RpcFailure every service answers."""
+        try:
+            return await batcher_call
+        except QueueFull as error:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
+        except DeadlineExceeded as error:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(error)) from None
+        except BatcherClosed:
+            raise RpcFailure.draining() from None
+        except EngineFailed as error:
+            log.error("engine failure: %s", error, exc_info=error.__cause__)
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            raise RpcFailure(grpc.StatusCode.INTERNAL, f"the engine failed: {reason}") from None
+
+    def model_info(self, model: Model) -> Any:
+        engine = model.engine
         return pb.ModelInfo(
-            name=str(engine.name),
-            version=str(engine.version),
+            name=model.name,
+            version=model.version,
             resolution=int(engine.resolution),
             latent_shape=[int(n) for n in engine.latent_shape],
             z_dim=int(engine.z_dim),
             backend=str(engine.backend),
             device=str(engine.device),
             precision=str(getattr(engine, "precision", "")),
-            max_batch=self.batcher.max_batch,
+            max_batch=model.batcher.max_batch,
             max_pixels=self.limits.max_pixels,
             max_message_bytes=self.max_message_bytes,
-            instances=self.batcher.threads,
+            instances=model.batcher.threads,
         )
 
     async def unary(self, context, kind: str, request) -> Any:
@@ -364,10 +435,10 @@ class ComposerServer:
             reader.cancel()
 
     async def _edit(self, kind: str, request, deadline: float | None, started: float, request_id: int = 0):
-        self.admit(request.model)
-        resolution = self.engine.resolution
-        with self.admission.reserve(self._working_bytes(kind, request, resolution), f"this {kind}"):
-            return await self._run_edit(kind, request, deadline, started, request_id)
+        with self.admitted(request.model) as model:
+            resolution = model.engine.resolution
+            with self.admission.reserve(self._working_bytes(kind, request, resolution), f"this {kind}"):
+                return await self._run_edit(kind, request, deadline, started, request_id, model)
 
     def _working_bytes(self, kind: str, request, resolution: int) -> int:
         """The peak memory an edit may use, estimated from its headers before anything is decoded; an
@@ -394,28 +465,18 @@ class ComposerServer:
             + BYTES_PER_EDIT
         )
 
-    async def _run_edit(self, kind: str, request, deadline: float | None, started: float, request_id: int):
+    async def _run_edit(self, kind: str, request, deadline: float | None, started: float, request_id: int,
+                        model: Model):
         loop = asyncio.get_running_loop()
         try:
-            job = await loop.run_in_executor(self._io, self._prepare, kind, request)
+            job = await loop.run_in_executor(self._io, self._prepare, kind, request, model.engine.resolution)
         except codec.InvalidArgument as error:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        try:
-            if kind == "sample":
-                image, latent, timing = await self.batcher.sample(job.seed, job.truncation, deadline)
-            else:
-                realism = job.spec.realism
-                image, latent, timing = await self.batcher.run(job.image, job.mask, realism, deadline)
-        except QueueFull as error:
-            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
-        except DeadlineExceeded as error:
-            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(error)) from None
-        except BatcherClosed:
-            raise RpcFailure.draining() from None
-        except EngineFailed as error:
-            log.error("engine failure: %s", error, exc_info=error.__cause__)
-            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-            raise RpcFailure(grpc.StatusCode.INTERNAL, f"the engine failed: {reason}") from None
+        if kind == "sample":
+            call = model.batcher.sample(job.seed, job.truncation, deadline)
+        else:
+            call = model.batcher.run(job.image, job.mask, job.spec.realism, deadline)
+        image, latent, timing = await self.compute(call)
         self.metrics.queue.observe(timing.queue_ms / 1000)
         response = await loop.run_in_executor(self._io, self._finish, job, image, latent)
         response.request_id = request_id
@@ -425,7 +486,7 @@ class ComposerServer:
         response.timing.total_ms = (time.monotonic() - started) * 1000
         return response
 
-    def _prepare(self, kind: str, request) -> _Job:
+    def _prepare(self, kind: str, request, resolution: int) -> _Job:
         """Decodes and validates a request into the model's inputs (in the io pool)."""
         spec = codec.output_spec(request.output)
         if kind == "sample":
@@ -439,7 +500,7 @@ class ComposerServer:
             layers = codec.decode_layers(request, self.limits)
         else:
             layers = [codec.decode_inpaint(request, self.limits)]
-        edit = edits.prepare(layers, self.engine.resolution)
+        edit = edits.prepare(layers, resolution)
         codec.check_output_size(spec, *edit.output_shape(spec.size))
         return _Job(kind, spec, edit)
 
@@ -495,12 +556,14 @@ def open_engine(config: ServerConfig) -> Any:
     )
 
 
-async def _serve(config: ServerConfig, engine: Any) -> int:
+async def _serve(config: ServerConfig, engine: Any | None) -> int:
     server = ComposerServer(engine, config)
     port = await server.start(warm_up=False)
+    what = (f"the model repository {config.model_repository}" if engine is None
+            else f"{engine.name} {engine.version}")  # fmt: skip
     log.info(
-        "serving %s %s (%s) on %s:%d, backend %s on %s, warming up",
-        engine.name, engine.version, proto.SERVICE_NAME, config.host, port, engine.backend, engine.device,
+        "serving %s (%s, %s) on %s:%d, backend %s on %s, warming up",
+        what, proto.SERVICE_NAME, kserve.SERVICE_NAME, config.host, port, config.backend, config.device,
     )  # fmt: skip
     log.info("%s; %s", security_mode(config), admission_summary(config))
     if server.metrics_port is not None:
@@ -525,8 +588,8 @@ async def _serve(config: ServerConfig, engine: Any) -> int:
         if task.cancelled():
             return
         if task.exception() is not None:
-            log.error("warm-up failed, stopping: %r", task.exception())
-            status = 1
+            log.error("warm-up failed, stopping: %s", task.exception())
+            status = 2 if isinstance(task.exception(), RepositoryError) else 1  # 2: a bad repository
             stop.set()
         else:
             log.info("SERVING")
@@ -534,13 +597,15 @@ async def _serve(config: ServerConfig, engine: Any) -> int:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, on_signal, number)
+    if config.model_repository:  # SIGHUP: add, replace and remove models as the repository now holds them
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
     warm = loop.create_task(server.warm_up())
     warm.add_done_callback(on_warm)
     await stop.wait()
     if not warm.done():
         warm.cancel()
     await server.drain()
-    if server.batcher.inflight:
+    if server.models.inflight:
         # A hung engine call: its thread cannot be stopped, and joining it at exit (or closing the engine
         # under it) would hang, so the process exits now; accepted requests were lost: status 1.
         logging.shutdown()
@@ -551,6 +616,10 @@ async def _serve(config: ServerConfig, engine: Any) -> int:
 def serve(config: ServerConfig) -> int:
     """`latcomp serve`: runs until SIGTERM/SIGINT, then drains; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s latcomp serve: %(message)s")
+    if config.model_repository:  # the server opens (and closes) the repository's engines
+        if config.bundle:
+            raise ValueError("give a bundle or --model-repository, not both")
+        return asyncio.run(_serve(config, None))
     engine = open_engine(config)
     try:
         return asyncio.run(_serve(config, engine))

@@ -254,7 +254,7 @@ def test_auth_cannot_be_bypassed_on_any_rpc(engine):
 
 
 def test_tls_with_the_real_clients(engine, tmp_path, monkeypatch, capsys):
-    from latcomp.bench.report import Progress
+    from latcomp.report import Progress
     from latcomp.bench.soak import SoakConfig, run_soak
     from latcomp.cli import main
 

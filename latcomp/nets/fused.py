@@ -1,5 +1,8 @@
 """The torch modules behind the bundle's graphs: wire format (uint8 NHWC, masks 255 = known) in and out.
 
+Model definitions, so they live with the nets: export traces them, the torch backend of latcomp.runtime
+rebuilds them from a bundle's weights, and neither imports the other for them.
+
 Every conversion lives inside these modules, so the exported graphs need no pre- or post-processing:
   - `Composer`: uint8 image + uint8 mask + realism -> uint8 result + latent (regressor, blend, generator)
   - `Decoder`: latent -> uint8 image (the generator alone)
@@ -15,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nets.tensors import images_from_uint8, images_to_uint8, masks_from_uint8
+from .tensors import images_from_uint8, images_to_uint8, masks_from_uint8
 
 
 def average_latent(generator: nn.Module) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""What both benchmarks write: machine description, statistics, JSON, Markdown tables and PNG line plots.
+"""What the benchmarks (latcomp.bench) and the evaluation (latcomp.eval) write: machine description,
+statistics, progress lines, JSON, Markdown tables and PNG plots drawn with Pillow.
 
 Plots are drawn with Pillow (already a dependency of the serving path) rather than matplotlib, so that
 benchmarking a deployed server needs nothing more than `pip install latcomp`: a chart here is a few
-panels of lines with axes, ticks, labels and a legend, which is all a benchmark report needs.
+panels of lines with axes, ticks, labels and a legend, which is all a report needs. `load_font`,
+`text_size`, the colours and the tick helpers are public for figures of their own (latcomp.eval.figures).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def library_versions() -> dict[str, str]:
 
 
 def machine_info() -> dict:
-    from ..runtime.ort_engine import physical_cores
+    from .runtime.ort_engine import physical_cores
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
@@ -258,7 +260,7 @@ class Panel:
     ymax: float | None = None  # None: from the data
 
 
-def _font(size: int):
+def load_font(size: int):
     from PIL import ImageFont
 
     try:
@@ -285,7 +287,7 @@ def tick_label(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _text_size(draw, text: str, font) -> tuple[int, int]:
+def text_size(draw, text: str, font) -> tuple[int, int]:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     return right - left, bottom - top
 
@@ -293,13 +295,13 @@ def _text_size(draw, text: str, font) -> tuple[int, int]:
 def _draw_panel(panel: Panel, width: int, height: int, color_of: dict[str, tuple]):
     from PIL import Image, ImageDraw
 
-    font, small, bold = _font(13), _font(11), _font(14)
+    font, small, bold = load_font(13), load_font(11), load_font(14)
     legend_rows = math.ceil(len(panel.series) / 2)
     legend_h = 18 * legend_rows + 8
     image = Image.new("RGB", (width, height + legend_h), BACKGROUND)
     draw = ImageDraw.Draw(image)
     left, right, top, bottom = 66, width - 16, 30, height - 46
-    title_w, _ = _text_size(draw, panel.title, bold)
+    title_w, _ = text_size(draw, panel.title, bold)
     draw.text(((width - title_w) // 2, 6), panel.title, fill=INK, font=bold)
 
     points = [
@@ -334,19 +336,19 @@ def _draw_panel(panel: Panel, width: int, height: int, color_of: dict[str, tuple
         y = py(tick)
         draw.line([(left, y), (right, y)], fill=GRID)
         label = tick_label(tick)
-        w, h = _text_size(draw, label, small)
+        w, h = text_size(draw, label, small)
         draw.text((left - 6 - w, y - h / 2 - 2), label, fill=INK, font=small)
     for tick in xticks:
         x = px(tick)
         draw.line([(x, top), (x, bottom)], fill=GRID)
         label = tick_label(tick)
-        w, _ = _text_size(draw, label, small)
+        w, _ = text_size(draw, label, small)
         draw.text((x - w / 2, bottom + 5), label, fill=INK, font=small)
     draw.rectangle([left, top, right, bottom], outline=INK)
 
-    w, _ = _text_size(draw, panel.xlabel, font)
+    w, _ = text_size(draw, panel.xlabel, font)
     draw.text(((left + right - w) / 2, bottom + 22), panel.xlabel, fill=INK, font=font)
-    w, h = _text_size(draw, panel.ylabel, font)
+    w, h = text_size(draw, panel.ylabel, font)
     label = Image.new("RGB", (w + 4, h + 6), BACKGROUND)
     ImageDraw.Draw(label).text((2, 0), panel.ylabel, fill=INK, font=font)
     label = label.rotate(90, expand=True)
