@@ -262,6 +262,27 @@ def test_tabs_beyond_max_sessions_are_refused(engine):
         assert talk(studio.url, [({"type": "hello"}, [])])[0][0]["type"] == "info"  # the slot came back
 
 
+def test_the_service_admission_bounds_the_studio(engine):
+    from latcomp.service.admission import AdmissionLimits
+
+    tight = AdmissionLimits(memory_budget_mb=4, max_streams_per_connection=1, max_anonymous_streams=1)
+    config = ServerConfig(host="127.0.0.1", port=0, auth_token=TOKEN, admission=tight)
+    with StudioThread(engine, config) as studio:
+        replies = talk(studio.url, [({"type": "hello", "token": TOKEN}, []),
+                                    ({"type": "face", "id": "a", "seed": 1}, []),  # ~8 MiB > the budget
+                                    ({"type": "sample", "id": "b", "seed": 1}, [])])  # fmt: skip
+        assert replies[1][0]["type"] == "error" and "working memory" in replies[1][0]["message"]
+        assert replies[2][0]["type"] == "layer"  # the tab keeps working
+
+        async def two_anonymous(url):
+            async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws"):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await http.ws_connect(url + "ws")  # a second tab without a token (yet)
+                return refused.value.status
+
+        assert asyncio.run(two_anonymous(studio.url)) == 503
+
+
 def test_malformed_frames_close_the_socket_and_others_keep_working(studio):
     async def send_garbage():
         async with aiohttp.ClientSession() as http, http.ws_connect(studio.url + "ws") as socket:

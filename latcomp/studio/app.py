@@ -10,6 +10,9 @@ Edits run exactly as the gRPC service runs them: the layers are validated agains
 computed by the runtime's `Batcher` (same batching, queue bound and errors). The page keeps one edit in
 flight and only the newest one pending, so a connection never queues stale work (see static/studio.js).
 
+Admission is the service's own `Admission`: the token check, each tab a long-lived stream (limits in all,
+per connection, without a token), and each edit, face and file charged its working memory before any work.
+
 Security: with an auth token set, a socket must say `{"type": "hello", "token": ...}` first or is closed
 (4401); WebSockets from another origin are refused (a web page the user visits cannot drive the studio);
 on a loopback address only loopback Host headers are served (DNS rebinding). The page itself carries no
@@ -19,7 +22,6 @@ secrets and is served to anyone who can reach the port.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 import time
@@ -33,15 +35,24 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..runtime import edits
 from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
 from ..service import codec
-from ..service.server import ServerConfig
+from ..service.admission import Admission, RpcFailure
+from ..service.auth import check_token
+from ..service.server import (
+    BYTES_PER_CANVAS_PIXEL,
+    BYTES_PER_EDIT,
+    BYTES_PER_INPUT_PIXEL,
+    BYTES_PER_OUTPUT_PIXEL,
+    ServerConfig,
+)
 from . import wire
-from .session import CANVAS_SIDES, MAX_SOURCE_SIDE, EditError, Session
+from .session import CANVAS_SIDES, MAX_SOURCE_SIDE, EditError, Session, placed_pixels
 
 log = logging.getLogger("latcomp.studio")
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 FACE_SIZE = 256  # procedural faces are drawn at this size (about 0.1 s each)
+FACE_BYTES = 8 * (4 * FACE_SIZE) ** 2  # drawing one: label maps at 4x supersampling, colours, the result
 UNAUTHENTICATED = 4401  # WebSocket close code (4000-4999: application defined)
 HELLO_TIMEOUT_S = 10.0  # with a token: a socket that has not said hello by then is closed
 DEFAULT_MAX_SESSIONS = 16  # open sockets (tabs) at once; each may hold ~35 MB of layers (session.py)
@@ -58,6 +69,9 @@ class Studio:
         self.max_sessions = max_sessions
         self.limits = codec.Limits(max_pixels=config.max_pixels, max_total_pixels=4 * config.max_pixels)
         self.max_message_bytes = int(config.max_message_mb * 1024 * 1024)
+        # the service's admission: token check, stream (tab) limits and the working-memory budget of edits
+        token = check_token(config.auth_token) if config.auth_token is not None else None
+        self.admission = Admission(config.admission, token)
         self.batcher: Batcher | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -92,6 +106,7 @@ class Studio:
         return self.port
 
     async def stop(self) -> None:
+        self.admission.accepting = False
         for socket in list(self._sockets):
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"the studio is stopping")
         if self._runner is not None:
@@ -128,8 +143,7 @@ class Studio:
     # ---- the socket ----
 
     def _token_ok(self, given: Any) -> bool:
-        expected = self.config.auth_token
-        return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
+        return isinstance(given, str) and self.admission.authenticated([("authorization", f"Bearer {given}")])
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         origin = request.headers.get("Origin")
@@ -138,14 +152,20 @@ class Studio:
         if len(self._sockets) >= self.max_sessions:
             raise web.HTTPServiceUnavailable(text=f"the studio has {self.max_sessions} tabs open already "
                                              "(--max-sessions); close one and reload")  # fmt: skip
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peer = f"{peer[0]}:{peer[1]}" if peer else str(request.remote)
+        authenticated = not self.admission.auth
+        try:  # a tab is a long-lived stream to admission: limits in all, per connection, without a token
+            self.admission.open_stream(peer, authenticated)
+        except RpcFailure as failure:
+            raise web.HTTPServiceUnavailable(text=failure.details) from None
         # compress=False: permessage-deflate (which browsers offer) would zlib every frame of raw pixels on
         # the event loop, costing more time than the bytes it saves on a local link
         socket = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30.0, compress=False)
-        await socket.prepare(request)
         self._sockets.add(socket)
         session = Session(self.limits, self.engine.resolution)
-        authenticated = not self.config.auth_token
         try:
+            await socket.prepare(request)
             while True:
                 try:
                     message = await socket.receive(timeout=None if authenticated else HELLO_TIMEOUT_S)
@@ -166,10 +186,13 @@ class Studio:
                     if header["type"] != "hello" or not self._token_ok(header.get("token")):
                         await socket.close(code=UNAUTHENTICATED, message=b"missing or wrong access token")
                         break
+                    self.admission.close_stream(peer, False)  # from here it counts as an authenticated one
+                    self.admission.open_stream(peer, True)  # cannot fail: it just freed a slot of its own
                     authenticated = True
                 if not await self._answer(socket, session, header, parts):
                     break
         finally:
+            self.admission.close_stream(peer, authenticated)
             self._sockets.discard(socket)
         return socket
 
@@ -191,6 +214,12 @@ class Studio:
             log.error("engine failure: %s", error, exc_info=error.__cause__)
             reply = {"type": "error", "request": kind, "seq": header.get("seq"),
                      "message": f"the engine failed: {error}"}
+        except RpcFailure as failure:  # admission: the memory budget or the edit count is spent, or draining
+            if not self.admission.accepting:
+                await socket.close(code=WSCloseCode.GOING_AWAY, message=b"the studio is stopping")
+                return False
+            reply = {"type": "error", "request": kind, "seq": header.get("seq"), "busy": True,
+                     "message": failure.details}
         except BatcherClosed:
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"the studio is stopping")
             return False
@@ -227,7 +256,8 @@ class Studio:
         from ..data.faces import render
 
         seed = _seed(header.get("seed"))
-        face = await self._in_pool(render, seed, FACE_SIZE)
+        with self.admission.reserve(FACE_BYTES, "a face"):
+            face = await self._in_pool(render, seed, FACE_SIZE)
         session.add(header.get("id"), face.image, None, {"face": seed})
         return self._layer_reply(header["id"], session)
 
@@ -244,7 +274,10 @@ class Studio:
         if len(parts) != 1:
             raise EditError("file: expected one part, the encoded image")
         message = codec.pb.Image(encoded=parts[0])
-        image, alpha = await self._in_pool(codec.decode_image, "file", message, self.limits)
+        pixels, _ = codec.request_sizes("inpaint", codec.pb.InpaintRequest(image=message), self.limits)
+        working = len(parts[0]) + BYTES_PER_INPUT_PIXEL * pixels + BYTES_PER_EDIT
+        with self.admission.reserve(working, "this file"):
+            image, alpha = await self._in_pool(codec.decode_image, "file", message, self.limits)
         name = str(header.get("name", ""))[:200]
         session.add(header.get("id"), image, alpha, {"file": name})
         return self._layer_reply(header["id"], session)
@@ -255,9 +288,14 @@ class Studio:
 
     async def _on_edit(self, session: Session, header: dict, parts: list[bytes]):
         received = time.monotonic()
-        options, edit = await self._in_pool(self._prepare, session, header, parts)
-        result, _, timing = await self.batcher.run(edit.image, edit.mask, options.realism)
-        output = await self._in_pool(edits.finish, edit, result, edits.CANVAS, options.preserve_known)
+        placed, side = placed_pixels(header, self.limits.max_layers)
+        # the service's estimate of an edit's peak memory, for the pixels this one places and outputs
+        working = (sum(map(len, parts)) + BYTES_PER_INPUT_PIXEL * placed + BYTES_PER_EDIT
+                   + (BYTES_PER_CANVAS_PIXEL + BYTES_PER_OUTPUT_PIXEL) * side * side)
+        with self.admission.reserve(working, "this edit"):
+            options, edit = await self._in_pool(self._prepare, session, header, parts)
+            result, _, timing = await self.batcher.run(edit.image, edit.mask, options.realism)
+            output = await self._in_pool(edits.finish, edit, result, edits.CANVAS, options.preserve_known)
         session.last_collage = (edit.canvas, edit.canvas_mask)
         reply = {
             "type": "result", "seq": header.get("seq"), "width": output.shape[1], "height": output.shape[0],

@@ -37,6 +37,7 @@ async def _serve(engine, config, max_sessions: int) -> int:
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
+    from ..service.admission import AdmissionLimits
     from ..service.cli import _token
     from ..service.server import ServerConfig, open_engine
     from .app import is_loopback
@@ -46,8 +47,9 @@ def cmd_studio(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:  # unreadable, empty or unusable: never "no auth" by accident
         print(f"latcomp studio: --auth-token-file / LATCOMP_AUTH_TOKEN: {error}", file=sys.stderr)
         return 2
-    if args.max_sessions < 1 or args.max_queue < 1:
-        print("latcomp studio: --max-sessions and --max-queue must be >= 1", file=sys.stderr)
+    if args.max_sessions < 1 or args.max_queue < 1 or not args.memory_budget_mb > 0:
+        print("latcomp studio: --max-sessions and --max-queue must be >= 1, --memory-budget-mb > 0",
+              file=sys.stderr)  # fmt: skip
         return 2
     if not is_loopback(args.host) and not token:
         print(f"latcomp studio: listening on {args.host} (not loopback) needs an access token: "
@@ -56,7 +58,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
     config = ServerConfig(
         bundle=args.bundle, host=args.host, port=args.port, backend=args.backend, device=args.device,
         instances=args.instances, threads=args.threads, max_queue=args.max_queue, max_pixels=args.max_pixels,
-        auth_token=token, grace_s=5.0,
+        auth_token=token, grace_s=5.0, admission=AdmissionLimits(memory_budget_mb=args.memory_budget_mb),
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s latcomp studio: %(message)s")
     try:
@@ -99,6 +101,9 @@ def register(commands) -> None:
                         "engine is busy (default 256)")
     studio.add_argument("--max-sessions", type=int, default=16, help="browser tabs connected at once "
                         "(default 16; each may hold up to ~35 MB of layers)")
+    studio.add_argument("--memory-budget-mb", type=float, default=1280.0, help="estimated working memory "
+                        "of all edits at once, as for `latcomp serve`; an edit that does not fit is refused "
+                        "(default 1280)")
     studio.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image opened, in pixels "
                         "(default 4096*4096)")
     studio.set_defaults(run=cmd_studio)

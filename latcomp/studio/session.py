@@ -58,6 +58,20 @@ def fit_source(image: np.ndarray) -> np.ndarray:
     return compose.resize_image(image, max(1, round(height * scale)), max(1, round(width * scale)))
 
 
+def placed_pixels(edit: dict, max_layers: int) -> tuple[int, int]:
+    """(pixels of the layers as placed, canvas side) an edit asks for, read leniently from its header
+    before anything is validated (what admission charges; `Session.collage` refuses what is malformed)."""
+    layers = edit.get("layers")
+    placed = 0
+    for placement in layers[:max_layers] if isinstance(layers, list) else ():
+        sizes = (placement.get("width"), placement.get("height")) if isinstance(placement, dict) else ()
+        if len(sizes) == 2 and all(type(n) is int and n > 0 for n in sizes):
+            placed += sizes[0] * sizes[1]
+    size = edit.get("size")
+    side = size if type(size) is int and 0 < size <= max(CANVAS_SIDES) else max(CANVAS_SIDES)
+    return min(placed, MAX_PLACED_PIXELS), side
+
+
 def _integer(value, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise EditError(f"{what}: expected an integer, got {value!r}")
