@@ -189,3 +189,27 @@ def test_serving_modules_import_without_torch():
             "import latcomp.service.server, latcomp.service.kserve, latcomp.service.models, latcomp.cli\n"
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ---- scale-out: client-side balancing -------------------------------------------------------------------
+
+
+def test_the_client_spreads_calls_over_every_address_a_target_resolves_to():
+    """What a client of the headless Service gets: one target, several servers (here a static address list,
+    as DNS answers for the Service), calls spread round-robin over all of them."""
+    from latcomp.runtime import open_bundle
+    from latcomp.service.client import Client
+    from latcomp.service.server import ServerConfig, ServerThread
+
+    with open_bundle(None, backend="ort", instances=1, threads=1) as engine:
+        servers = [ServerThread(engine, ServerConfig(host="127.0.0.1", port=0)) for _ in range(3)]
+        try:
+            target = "ipv4:" + ",".join(f"127.0.0.1:{server.port}" for server in servers)
+            with Client(target, timeout=30) as client:
+                for seed in range(12):
+                    client.sample(seed)
+            served = [s.server.metrics.requests.labels("Sample", "OK")._value.get() for s in servers]
+            assert sum(served) == 12 and min(served) >= 2, served
+        finally:
+            for server in servers:
+                server.stop()

@@ -192,9 +192,12 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
 }
-SERVICE_CONFIG = json.dumps(
-    {"methodConfig": [{"name": [{"service": proto.SERVICE_NAME}], "retryPolicy": RETRY_POLICY}]}
-)
+# round_robin: a target that resolves to several servers (a Kubernetes headless Service, dns:///...) gets a
+# connection to each and spreads calls over them; with one address it is the same as grpc's pick_first.
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": proto.SERVICE_NAME}], "retryPolicy": RETRY_POLICY}],
+})
 
 
 def _open_channel(channels, target: str, tls_ca: str | Path | bool | None, max_message_mb: float):
