@@ -35,7 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..runtime import edits
 from ..runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, EngineFailed, QueueFull
 from ..service import codec
-from ..service.admission import Admission, RpcFailure
+from ..service.admission import Admission, RpcFailure, echo
 from ..service.auth import check_token
 from ..service.server import (
     BYTES_PER_CANVAS_PIXEL,
@@ -203,7 +203,7 @@ class Studio:
         reply: dict | tuple[dict, list[bytes]]
         try:
             if handler is None:
-                raise EditError(f"unknown message type {kind!r}")
+                raise EditError(f"unknown message type {echo(kind)}")
             reply = await handler(session, header, parts)
         except (EditError, codec.InvalidArgument) as error:
             reply = {"type": "error", "request": kind, "seq": header.get("seq"), "message": str(error)}
@@ -265,7 +265,7 @@ class Studio:
         seed = _seed(header.get("seed"))
         truncation = header.get("truncation", 0.7)
         if type(truncation) not in (int, float) or not 0 <= truncation <= 1:
-            raise EditError(f"truncation: {truncation!r} is not a number in [0, 1]")
+            raise EditError(f"truncation: {echo(truncation)} is not a number in [0, 1]")
         image, _, _ = await self.batcher.sample(seed, float(truncation))
         session.add(header.get("id"), image, None, {"sample": seed, "truncation": truncation})
         return self._layer_reply(header["id"], session)
@@ -322,7 +322,7 @@ class Studio:
 
 def _seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
-        raise EditError(f"seed: {value!r} is not an integer in [0, 2^32)")
+        raise EditError(f"seed: {echo(value)} is not an integer in [0, 2^32)")
     return value
 
 

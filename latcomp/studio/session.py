@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import compose
+from ..service.admission import echo
 from ..service.codec import Limits
 
 MAX_SOURCE_SIDE = 512  # layers are kept at most this many pixels a side: masks travel with every stroke
@@ -74,15 +75,15 @@ def placed_pixels(edit: dict, max_layers: int) -> tuple[int, int]:
 
 def _integer(value, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EditError(f"{what}: expected an integer, got {value!r}")
+        raise EditError(f"{what}: expected an integer, got {echo(value)}")
     if value != int(value) or not low <= value <= high:
-        raise EditError(f"{what}: {value!r} is not an integer in [{low}, {high}]")
+        raise EditError(f"{what}: {echo(value)} is not an integer in [{low}, {high}]")
     return int(value)
 
 
 def _number(value, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise EditError(f"{what}: {value!r} is not a number in [{low}, {high}]")
+        raise EditError(f"{what}: {echo(value)} is not a number in [{low}, {high}]")
     return float(value)
 
 
@@ -107,7 +108,7 @@ class Session:
 
     def add(self, layer_id, image: np.ndarray, mask: np.ndarray | None, origin: dict) -> SourceLayer:
         if not isinstance(layer_id, str) or not 0 < len(layer_id) <= 64:
-            raise EditError(f"layer id: expected a short string, got {layer_id!r}")
+            raise EditError(f"layer id: expected a short string, got {echo(layer_id)}")
         if layer_id not in self.layers and len(self.layers) >= self.limits.max_layers:
             raise EditError(f"at most {self.limits.max_layers} layers")
         image = fit_source(image)
@@ -125,7 +126,7 @@ class Session:
 
     def remove(self, layer_id) -> None:
         if self.layers.pop(layer_id, None) is None:
-            raise EditError(f"unknown layer {layer_id!r}")
+            raise EditError(f"unknown layer {echo(layer_id)}")
 
     def options(self, edit: dict) -> EditOptions:
         size = _integer(edit.get("size"), "size", 1, max(CANVAS_SIDES))
