@@ -22,6 +22,7 @@ secrets and is served to anyone who can reach the port.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 import time
@@ -50,7 +51,6 @@ from .session import CANVAS_SIDES, MAX_SOURCE_SIDE, EditError, Session, placed_p
 log = logging.getLogger("latcomp.studio")
 
 STATIC = Path(__file__).parent / "static"
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 FACE_SIZE = 256  # procedural faces are drawn at this size (about 0.1 s each)
 FACE_BYTES = 8 * (4 * FACE_SIZE) ** 2  # drawing one: label maps at 4x supersampling, colours, the result
 UNAUTHENTICATED = 4401  # WebSocket close code (4000-4999: application defined)
@@ -59,7 +59,14 @@ DEFAULT_MAX_SESSIONS = 16  # open sockets (tabs) at once; each may hold ~35 MB o
 
 
 def is_loopback(host: str) -> bool:
-    return host.strip("[]") in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether a host name or address is this machine's loopback ("localhost", 127.0.0.0/8, ::1)."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # any other name, e.g. "127.0.0.1.attacker.example"
+        return False
 
 
 class Studio:
