@@ -42,7 +42,8 @@ def test_inpaint_uses_the_alpha_channel_and_answers_at_the_image_size(files, cap
     assert code == 0, err
     assert "70x90" in out
     assert Image.open(tmp_path / "out.png").size == (70, 90)
-    code, out, _ = run(capsys, "inpaint", files / "cutout.png", "-o", tmp_path / "small.png", "--size", "model")
+    code, out, _ = run(capsys, "inpaint", files / "cutout.png", "-o", tmp_path / "small.png",
+                       "--size", "model")
     assert code == 0 and Image.open(tmp_path / "small.png").size == (64, 64)
 
 
@@ -51,7 +52,8 @@ def test_inpaint_uses_the_alpha_channel_and_answers_at_the_image_size(files, cap
                                         ("notes.txt", "not an image file"),
                                         ("absent.png", "no such file")])
 def test_unsupported_inputs_list_the_supported_formats(files, capsys, tmp_path, name, says):
-    for argv in (["inpaint", files / name, "--mask", files / "photo.png"], ["compose", "--layer", files / name]):
+    inpaint = ["inpaint", files / name, "--mask", files / "photo.png"]
+    for argv in (inpaint, ["compose", "--layer", files / name]):
         code, _, err = run(capsys, *argv, "-o", tmp_path / "out.png")
         assert code == 2 and says in err
         if name != "absent.png":

@@ -3,7 +3,8 @@
 Each document runs in its own fresh temporary working directory with the repository's Python environment
 first on PATH (so `python` and `latcomp` are the checkout's): its bash/sh blocks with `bash -e -o pipefail`,
 its python blocks in one shared namespace, like a reader pasting them into one shell and one interpreter.
-A block whose fence is preceded by `<!-- doc-test: skip REASON -->` (the team's convention) is not run; each such block is reported here as a skipped test with its reason.
+A block whose fence is preceded by `<!-- doc-test: skip REASON -->` (the team's convention) is not run;
+each such block is reported here as a skipped test with its reason.
 """
 
 from __future__ import annotations
