@@ -132,6 +132,10 @@ class ModelSet:
         names = self.names()
         return self._models[names[0]] if names else None
 
+    def loaded(self, name: str) -> Model | None:
+        """The model served under exactly this name, if any (no default)."""
+        return self._models.get(name)
+
     def get(self, name: str = "", version: str = "") -> Model:
         model = self._models.get(name) if name else self.default
         if model is None:
@@ -231,7 +235,7 @@ class ModelRepository:
                     self._retire(self.models.pop(model.name))
                     outcome["removed"].append(model.name)
             for name, path in found.items():
-                current = self.models._models.get(name)
+                current = self.models.loaded(name)
                 try:
                     if current is not None and current.fingerprint == _fingerprint(path):
                         continue
