@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# GPU check: scripts/gpu_check.sh OUTDIR
+# GPU check: scripts/gpu_check.sh [--dry-run] OUTDIR
 #
 # For a machine with an NVIDIA GPU and PyTorch with CUDA, onnx and onnxruntime (maybe a CPU build), with
 # or without TensorRT. Runs the GPU-marked tests (`pytest -m gpu`), then times the engines on the GPU
 # (torch fp32 and fp16, onnxruntime when it has the CUDA provider, TensorRT when tensorrt and pycuda
-# import): p50/p95 per batch size after a warm-up. Writes into OUTDIR: gpu_check.log, env.json,
-# nvidia-smi.txt, pytest-gpu.log, pytest-gpu.xml, bench.log, bench.json. Bounded to about 6 minutes;
-# exits non-zero when the tests fail or the benchmark could not run at all.
+# import): p50/p95 per batch size after a warm-up. Then the paper's sizes (synthetic weights):
+# StyleGAN2-256 and StyleGAN2-1024 with the ResNet-34 regressor at batch 1, 8 and 64 on torch-CUDA fp16
+# (CUDA graphs where capture works) and onnxruntime-CUDA where installed (latcomp.bench.gpu_sizes).
+# Writes into OUTDIR: gpu_check.log, env.json, nvidia-smi.txt, pytest-gpu.log, pytest-gpu.xml, bench.log,
+# bench.json, sizes.log, sizes.json, sizes.md. Bounded to about 7.5 minutes; exits 2 for bad usage or
+# when no CUDA GPU is visible, non-zero when the tests fail or a benchmark could not run at all.
+# --dry-run: check the set-up and print the plan, without a GPU.
 set -uo pipefail
-OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
+usage() { echo "usage: scripts/gpu_check.sh [--dry-run] OUTDIR" >&2; exit 2; }
+DRY_RUN=0
+case "${1:-}" in
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -*) echo "gpu_check: unknown option $1" >&2; usage ;;
+esac
+[ $# -eq 1 ] || usage
+OUT=$1
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -18,6 +30,15 @@ START=$(date +%s)
 log() { echo "[gpu_check +$(($(date +%s) - START))s] $*" | tee -a "$OUT/gpu_check.log"; }
 
 log "python: $PY ($($PY --version 2>&1))"
+if [ "$DRY_RUN" -eq 1 ]; then
+    log "dry run: would run pytest -m gpu (150 s), the engine benchmark (100 s) and the real sizes (200 s)"
+    "$PY" -m latcomp.bench.gpu_sizes "$OUT" --dry-run --budget-s 200 | tee -a "$OUT/gpu_check.log"
+    exit "${PIPESTATUS[0]}"
+fi
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    log "no CUDA GPU is visible to torch here: nothing to check (use --dry-run to check the set-up only)"
+    exit 2
+fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || log "nvidia-smi failed (see nvidia-smi.txt)"
 
 if ! "$PY" -c "import latcomp" 2>/dev/null; then
@@ -53,15 +74,15 @@ print(json.dumps(info, indent=2))
 EOF
 log "environment: $(tr -d '\n ' < "$OUT/env.json" | cut -c1-400)"
 
-log "pytest -m gpu (limit 200 s)"
-timeout 200 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests \
+log "pytest -m gpu (limit 150 s)"
+timeout 150 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests \
     --junitxml="$OUT/pytest-gpu.xml" > "$OUT/pytest-gpu.log" 2>&1
 TESTS_RC=$?
 [ "$TESTS_RC" -eq 5 ] && TESTS_RC=0  # no GPU-marked test collected is not a failure
 log "pytest rc=$TESTS_RC: $(tail -n 1 "$OUT/pytest-gpu.log")"
 
-log "engine benchmark (limit 150 s)"
-timeout 150 "$PY" - "$OUT" > "$OUT/bench.log" 2>&1 <<'EOF'
+log "engine benchmark (limit 100 s)"
+timeout 100 "$PY" - "$OUT" > "$OUT/bench.log" 2>&1 <<'EOF'
 """Times open_bundle(backend, device='cuda') engines: p50/p95 per batch size, written to OUT/bench.json.
 (Stands in for `latcomp bench engine` until that command exists.)"""
 import importlib.util, json, os, shutil, sys, tempfile, time, traceback
@@ -159,5 +180,10 @@ if not any("error" not in rows for rows in results["engines"].values()):
 EOF
 BENCH_RC=$?
 log "benchmark rc=$BENCH_RC (bench.json, bench.log)"
+
+log "real sizes: StyleGAN2-256 and -1024 + ResNet-34, batch 1, 8, 64 (budget 200 s, limit 230 s)"
+timeout 230 "$PY" -m latcomp.bench.gpu_sizes "$OUT" --budget-s 200 > "$OUT/sizes.log" 2>&1
+SIZES_RC=$?
+log "real sizes rc=$SIZES_RC (sizes.json, sizes.md, sizes.log)"
 log "done in $(($(date +%s) - START)) s"
-[ "$TESTS_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ]
+[ "$TESTS_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$SIZES_RC" -eq 0 ]

@@ -188,7 +188,8 @@ def test_engine_bench_writes_json_markdown_and_png(bundle, tmp_path, capsys):
         assert row["images_per_s"] > 0 and row["share_of_peak"] is None
         assert math.isclose(row["achieved_flops"], row["images_per_s"] * result["flops"]["flops"])
     (comparison,) = result["comparisons"]
-    assert comparison["ort"] == "ort/fp32/cpu" and comparison["torch"] == "torch/fp32/cpu"
+    assert comparison["kind"] == "ort/torch"
+    assert comparison["engine"] == "ort/fp32/cpu" and comparison["baseline"] == "torch/fp32/cpu"
     assert comparison["ratio_images_per_s"] > 0 and comparison["required"] == 1.5
 
     markdown = paths["md"].read_text()

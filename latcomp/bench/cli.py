@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..export.synthetic import NAMES as SYNTHETIC_NAMES
 from . import BACKENDS, PAYLOADS, RPCS
 
 
@@ -59,10 +60,24 @@ def _add_outputs(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    from ..runtime import BundleError
     from .. import report
+    from ..runtime import BundleError
     from .engine_bench import EngineBenchConfig, engine_markdown, engine_plot, run_engine_bench
 
+    if args.synthetic and args.bundle:
+        print("latcomp bench engine: give either BUNDLE or --synthetic NAME, not both", file=sys.stderr)
+        return 2
+    progress = report.Progress("bench engine", enabled=not args.quiet)
+    if args.synthetic:  # exported once (minutes at the larger sizes) into the cache, then reused
+        from ..export import ParityError
+        from ..export.synthetic import synthetic_bundle
+
+        try:
+            args.bundle = str(synthetic_bundle(args.synthetic, int8="int8" in (args.precision or ()),
+                                               log=progress.done))
+        except (ParityError, OSError) as error:
+            print(f"latcomp bench engine: exporting {args.synthetic}: {error}", file=sys.stderr)
+            return 2
     config = EngineBenchConfig(
         bundle=args.bundle,
         backends=args.backends,
@@ -76,7 +91,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         realism=args.realism,
     )
     try:
-        result = run_engine_bench(config, report.Progress("bench engine", enabled=not args.quiet))
+        result = run_engine_bench(config, progress)
     except (BundleError, ValueError, OSError) as error:
         print(f"latcomp bench engine: {error}", file=sys.stderr)
         return 2
@@ -103,6 +118,14 @@ def _add_engine(bench) -> None:
         "bundle", nargs="?", help="bundle directory (default: the bundle shipped in the package)"
     )
     engine.add_argument(
+        "--synthetic",
+        choices=SYNTHETIC_NAMES,
+        metavar="NAME",
+        help="instead of BUNDLE: one of the paper's model sizes with random weights "
+        f"({', '.join(SYNTHETIC_NAMES)}), exported on first use into ~/.cache/latcomp/synthetic "
+        "(or $LATCOMP_CACHE_DIR; minutes for the larger sizes, needs torch and onnx) and reused after",
+    )
+    engine.add_argument(
         "--backends",
         type=_list(str, BACKENDS),
         metavar="LIST",
@@ -113,9 +136,10 @@ def _add_engine(bench) -> None:
     engine.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     engine.add_argument(
         "--precision",
-        type=_list(str, ("fp32", "fp16")),
+        type=_list(str, ("fp32", "fp16", "int8")),
         metavar="LIST",
-        help="fp32,fp16 (default: fp32 on cpu, both on cuda; a TensorRT plan has its own)",
+        help="from fp32,fp16,int8 (default: fp32 on cpu, fp32,fp16 on cuda; a TensorRT plan has its own; "
+        "int8: the bundle's INT8 CPU composer, ort only)",
     )
     engine.add_argument(
         "--batch-sizes",
@@ -288,7 +312,7 @@ def _add_serve(bench) -> None:
     own = serve.add_argument_group("the benchmark's own server (without --target)")
     own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
     own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
     own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
     own.add_argument(
         "--max-delay-ms", type=float, help="longest wait for a batch to fill (default: the server's)"
@@ -363,7 +387,7 @@ def _add_soak(bench) -> None:
     own = soak.add_argument_group("the benchmark's own server (without --target)")
     own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
     own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
     own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
     own.add_argument("--max-delay-ms", type=float, help="longest wait for a batch to fill")
     _add_instances(own)

@@ -39,6 +39,7 @@ ROUNDS = 10  # blocks per engine and batch size: the interleaving granularity
 MIN_CALLS = 3  # calls per engine and batch size in --seconds mode, however slow a call is
 POOL = 16  # distinct input images, cycled to fill a batch
 ORT_OVER_TORCH_REQUIRED = 1.5  # the issue's bar for ORT against torch eager at batch 1
+INT8_OVER_FP32_REQUIRED = 1.8  # the INT8 CPU composer's bar against ORT fp32 at batch 1 (issue 14)
 
 # Dense (no sparsity) peak FLOP/s from NVIDIA's datasheets, matched in order against the GPU's name.
 # fp16: FP16 tensor cores; fp32: FP32 on CUDA cores (TF32 tensor-core math, which cuDNN may pick for fp32
@@ -378,8 +379,23 @@ def _row(info: dict, batch: int, seconds: list[float], flops: int, peak: dict | 
     }
 
 
+def _ratio(kind: str, row: dict, baseline: dict, required: float) -> dict:
+    ratio = row["images_per_s"] / baseline["images_per_s"]
+    return {
+        "kind": kind,
+        "batch_size": 1,
+        "engine": row["engine"],
+        "baseline": baseline["engine"],
+        "ratio_images_per_s": ratio,
+        "ratio_p50_latency": baseline["latency_ms"]["p50"] / row["latency_ms"]["p50"],
+        "required": required,
+        "meets_requirement": ratio >= required,
+    }
+
+
 def comparisons(results: list[dict]) -> list[dict]:
-    """ORT / torch eager images/s at batch 1, per device and precision, for every ORT variant."""
+    """At batch 1, side by side: ORT / torch eager images/s per device and precision, for every ORT variant;
+    and ORT int8 / ORT fp32 (the INT8 CPU composer's bar) per backend and device."""
     found = []
     at_one = {r["engine"]: r for r in results if r["batch_size"] == 1 and "images_per_s" in r}
     for torch_row in (r for r in at_one.values() if r["backend"] == "torch"):
@@ -389,18 +405,12 @@ def comparisons(results: list[dict]) -> list[dict]:
                 and row["device"] == torch_row["device"]
                 and row["precision"] == torch_row["precision"]
             ):
-                ratio = row["images_per_s"] / torch_row["images_per_s"]
-                found.append(
-                    {
-                        "batch_size": 1,
-                        "ort": row["engine"],
-                        "torch": torch_row["engine"],
-                        "ratio_images_per_s": ratio,
-                        "ratio_p50_latency": torch_row["latency_ms"]["p50"] / row["latency_ms"]["p50"],
-                        "required": ORT_OVER_TORCH_REQUIRED,
-                        "meets_requirement": ratio >= ORT_OVER_TORCH_REQUIRED,
-                    }
-                )
+                found.append(_ratio("ort/torch", row, torch_row, ORT_OVER_TORCH_REQUIRED))
+    for int8_row in (r for r in at_one.values() if r["precision"] == "int8"):
+        for row in at_one.values():
+            if (row["precision"] == "fp32" and row["backend"] == int8_row["backend"]
+                    and row["device"] == int8_row["device"]):
+                found.append(_ratio("int8/fp32", int8_row, row, INT8_OVER_FP32_REQUIRED))
     return found
 
 
@@ -481,8 +491,9 @@ def comparison_lines(result: dict) -> list[str]:
     lines = []
     for c in result["comparisons"]:
         verdict = "met" if c["meets_requirement"] else "NOT met"
+        title = "ORT / torch eager" if c["kind"] == "ort/torch" else "INT8 / fp32"
         lines.append(
-            f"- **ORT / torch eager at batch 1**: {c['ort']} vs {c['torch']}: "
+            f"- **{title} at batch 1**: {c['engine']} vs {c['baseline']}: "
             f"{c['ratio_images_per_s']:.2f}x images/s ({c['ratio_p50_latency']:.2f}x p50 latency); "
             f"requirement >= {c['required']}x: {verdict}"
         )

@@ -15,19 +15,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..nets.fused import Composer, Decoder, Sampler, average_latent
 from ..runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from . import parity
 from .fp16 import to_fp16
-from ..nets.fused import Composer, Decoder, Sampler, average_latent
 from .onnx_graphs import describe_io, export, save_with_shared_weights
+from .quantize import quantize_composer
 
 EXAMPLE_BATCH = 2  # traced with 2, so nothing gets specialised to a batch of 1
+VARIANTS = ("_fp16", "_int8")  # composer graphs at another precision: composer_<precision>
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common")
 
 
@@ -102,15 +105,22 @@ def build_graphs(composer: Composer, decoder: Decoder, sampler: Sampler, fp16: b
     return graphs
 
 
+def _quiet(_message: str) -> None:
+    pass
+
+
 def export_bundle(generator: nn.Module, regressor: nn.Module, out_dir: str | Path, name: str = "latcomp",
                   version: str = "1", max_batch: int = 16, fp16: bool = True, provenance: dict | None = None,
-                  overwrite: bool = False, parity_batch: int = 8) -> Path:
+                  overwrite: bool = False, int8: bool = False, parity_samples: int = parity.PARITY_SAMPLES,
+                  parity_memory: int = parity.PARITY_MEMORY_BYTES, log=_quiet) -> Path:
     """Exports a generator + regressor pair as a bundle directory `out_dir` and returns its path.
 
     `provenance` entries (e.g. ``{"training": {...metrics}}``) override the recorded defaults (command line,
-    git commit, creation time, tool versions). Raises parity.ParityError, writing nothing, when a graph
-    differs from the torch modules beyond the limits; FileExistsError when `out_dir` exists and not
-    `overwrite`.
+    git commit, creation time, tool versions). `int8` adds the INT8 composer for CPUs (export.quantize).
+    Parity checks `parity_samples` samples in chunks whose
+    activations fit `parity_memory` bytes (see export.parity). `log` receives one line per step with its
+    time. Raises parity.ParityError, writing nothing, when a graph differs from the torch modules beyond the
+    limits; FileExistsError when `out_dir` exists and not `overwrite`.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -122,7 +132,9 @@ def export_bundle(generator: nn.Module, regressor: nn.Module, out_dir: str | Pat
     latent_avg = average_latent(generator)
     composer, decoder = Composer(generator, regressor, latent_avg), Decoder(generator)
     sampler = Sampler(generator, latent_avg)
+    started = time.perf_counter()
     graphs = build_graphs(composer, decoder, sampler, fp16)
+    log(f"built the graphs ({', '.join(graphs)}) in {time.perf_counter() - started:.0f} s")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -133,8 +145,24 @@ def export_bundle(generator: nn.Module, regressor: nn.Module, out_dir: str | Pat
         if fp16:
             save_with_shared_weights({paths["composer_fp16"]: graphs["composer_fp16"]},
                                      staging / "weights_fp16.bin")
-        precisions = {graph: "fp16" if graph.endswith("_fp16") else "fp32" for graph in graphs}
-        report = parity.measure(paths, composer, decoder, sampler, count=parity_batch)
+        if int8:
+            started = time.perf_counter()
+            graphs["composer_int8"] = quantize_composer(paths["composer"], paths["sampler"],
+                                                        paths["generator"])
+            paths["composer_int8"] = staging / "composer_int8.onnx"
+            save_with_shared_weights({paths["composer_int8"]: graphs["composer_int8"]},
+                                     staging / "weights_int8.bin")
+            log(f"quantised the composer to INT8 in {time.perf_counter() - started:.0f} s")
+        precisions = {graph: graph.rpartition("_")[2] if graph.endswith(VARIANTS) else "fp32"
+                      for graph in graphs}
+        graph_entries = {graph: _graph_entry(paths[graph], precisions[graph], model)
+                         for graph, model in graphs.items()}
+        del graphs  # their weights are on disk now; parity reads the files
+        started = time.perf_counter()
+        report = parity.measure(paths, composer, decoder, sampler, count=parity_samples, memory=parity_memory)
+        first = next(iter(report.values()))
+        log(f"parity on {first['samples']} samples in batches of {first['batch']} in "
+            f"{time.perf_counter() - started:.0f} s")
         parity.check(report, precisions)
         manifest = {
             "format": FORMAT,
@@ -148,8 +176,7 @@ def export_bundle(generator: nn.Module, regressor: nn.Module, out_dir: str | Pat
             "generator": {"arch": generator.arch, "config": generator.config},
             "regressor": {"arch": regressor.arch, "config": regressor.config},
             "max_batch": max_batch,
-            "graphs": {graph: _graph_entry(paths[graph], precisions[graph], model)
-                       for graph, model in graphs.items()},
+            "graphs": graph_entries,
             "plans": [],
             "parity": report,
             "provenance": {**default_provenance(), **(provenance or {})},

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from ..archs import ENCODER_ARCHS, GENERATOR_ARCHS
+from .quantize import INT8_MIN_PSNR_DB
+from .synthetic import NAMES as SYNTHETIC_NAMES
 
 
 def _load_pair(args: argparse.Namespace):
@@ -33,19 +35,36 @@ def _summary(path: Path, manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _progress(message: str) -> None:
+    print(f"latcomp export: {message}", file=sys.stderr, flush=True)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..nets import CheckpointError
     from .bundle import export_bundle
     from .parity import ParityError
 
+    if bool(args.synthetic) == bool(args.generator or args.regressor):
+        print("latcomp export: give --generator and --regressor, or --synthetic NAME", file=sys.stderr)
+        return 2
+    if args.synthetic and (args.arch_generator or args.arch_regressor or args.resolution or args.metrics):
+        print("latcomp export: --synthetic builds its own pair; --arch-*, --resolution and --metrics do not "
+              "apply", file=sys.stderr)
+        return 2
+    options = {"max_batch": args.max_batch, "fp16": not args.no_fp16, "int8": args.int8,
+               "overwrite": args.overwrite, "log": _progress}
     try:
-        generator, regressor = _load_pair(args)
-        training = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
-        path = export_bundle(
-            generator, regressor, args.out, name=args.name or Path(args.out).name,
-            version=args.bundle_version, max_batch=args.max_batch, fp16=not args.no_fp16,
-            overwrite=args.overwrite, provenance={"training": training},
-        )
+        if args.synthetic:
+            from .synthetic import synthetic_bundle
+
+            path = synthetic_bundle(args.synthetic, args.out, **options)
+        else:
+            if not (args.generator and args.regressor):
+                raise ValueError("give both --generator and --regressor")
+            generator, regressor = _load_pair(args)
+            training = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
+            path = export_bundle(generator, regressor, args.out, name=args.name or Path(args.out).name,
+                                 version=args.bundle_version, provenance={"training": training}, **options)
     except (CheckpointError, ParityError, FileExistsError, ValueError, OSError) as error:
         print(f"latcomp export: {error}", file=sys.stderr)
         return 2
@@ -68,13 +87,22 @@ def register(commands) -> None:
         "check every graph against the torch modules, and write the bundle directory with its manifest "
         "(latcomp.json: sha256 of every file, parity, provenance). Nothing is written if parity fails.",
     )
-    export.add_argument("--generator", required=True, help="generator checkpoint (.pt/.pth/.safetensors)")
-    export.add_argument("--regressor", required=True, help="regressor (encoder) checkpoint")
+    export.add_argument("--generator", help="generator checkpoint (.pt/.pth/.safetensors)")
+    export.add_argument("--regressor", help="regressor (encoder) checkpoint")
+    export.add_argument("--synthetic", choices=SYNTHETIC_NAMES, metavar="NAME",
+                        help="instead of checkpoints: random weights in one of the paper's layouts, for "
+                        f"benchmarks and memory checks ({', '.join(SYNTHETIC_NAMES)}; StyleGAN2 with the "
+                        "ResNet-34 regressor, ProGAN with ResNet-18)")
     export.add_argument("--out", required=True, help="bundle directory to create")
     export.add_argument("--name", help="bundle name (default: the directory name)")
     export.add_argument("--bundle-version", default="1", help="version recorded in the manifest (default: 1)")
     export.add_argument("--max-batch", type=int, default=16, help="engines' batch limit (default: 16)")
     export.add_argument("--no-fp16", action="store_true", help="skip the FP16 composer graph")
+    export.add_argument("--int8", action="store_true",
+                        help="also write an INT8 composer for CPUs (static QDQ, calibrated on the "
+                        "generator's own samples and the training masks; refused below "
+                        f"{INT8_MIN_PSNR_DB:g} dB PSNR against the torch modules); opened with precision "
+                        "int8")
     export.add_argument("--arch-generator", choices=GENERATOR_ARCHS, help="default: detected from the keys")
     export.add_argument("--arch-regressor", choices=ENCODER_ARCHS, help="default: detected from the keys")
     export.add_argument("--resolution", type=int,

@@ -2,11 +2,14 @@
 
 Inputs are fixed and seeded: images drawn by the generator itself, paper-like masks (a bilinearly upsampled
 6x6 uniform noise field, thresholded; plus one all-known and one all-unknown mask) and realism from 0 to 1.
-The report goes into the manifest; `check` raises ParityError when a graph misses its limits.
+The report goes into the manifest; `check` raises ParityError when a graph misses its limits. Memory stays
+bounded at every size: the samples run in chunks chosen by activation size, and each onnxruntime session
+(without arena) is released before the next opens.
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from ..nets.fused import Composer, Decoder, Sampler
+from .quantize import INT8_MIN_PSNR_DB
 
 FP32_MAX_LATENT_DIFF = 1e-3
 FP32_MAX_SHARE_OFF_BY_MORE_THAN_1 = 1e-3  # 0.1 % of pixels
 FP16_MIN_PSNR_DB = 40.0
+MIN_PSNR_DB = {"fp16": FP16_MIN_PSNR_DB, "int8": INT8_MIN_PSNR_DB}  # the reduced-precision composers' guard
 PSNR_IDENTICAL_DB = 100.0  # reported instead of infinity (JSON has none)
+PARITY_SAMPLES = 8  # samples every graph is checked on, at every size
+# Parity runs its samples in chunks whose activations fit this budget: batch 8 at 1024 px held 17.6 GiB.
+PARITY_MEMORY_BYTES = 2 << 30
+# Tensors of the largest activation's size alive at once in one call (input, modulated input, conv output,
+# blur output, skip), with headroom for the runtimes' own buffers.
+LIVE_ACTIVATIONS = 8
 
 
 class ParityError(RuntimeError):
@@ -39,12 +50,14 @@ def paper_masks(count: int, resolution: int, generator: torch.Generator) -> torc
 
 
 @torch.no_grad()
-def parity_inputs(sampler: Sampler, decoder: Decoder, count: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+def parity_inputs(sampler: Sampler, decoder: Decoder, count: int = PARITY_SAMPLES, seed: int = 0,
+                  batch: int | None = None) -> dict[str, np.ndarray]:
+    """The seeded parity inputs; the generator's images are drawn `batch` at a time (default: all)."""
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(count, sampler.generator.z_dim, generator=generator)
     truncation = torch.linspace(0.5, 1.0, count)
     latents = sampler(z, truncation)
-    images = decoder(latents)
+    images = torch.cat([decoder(part) for part in latents.split(batch or count)])
     masks = paper_masks(count, images.shape[1], generator)
     realism = torch.linspace(0.0, 1.0, count)[torch.randperm(count, generator=generator)]
     tensors = {"z": z, "truncation": truncation, "latent": latents, "image": images, "mask": masks,
@@ -67,43 +80,94 @@ def latent_metrics(ours: np.ndarray, reference: np.ndarray) -> dict:
     return {"latent_max_abs_diff": float(np.abs(ours.astype(np.float64) - reference).max())}
 
 
+def activation_bytes(decoder: Decoder, latent: torch.Tensor) -> int:
+    """Bytes of the largest tensor a module of the generator outputs for one sample (`latent` [1, *L])."""
+    largest = 0
+
+    def record(_module, _inputs, output) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    hooks = [module.register_forward_hook(record) for module in decoder.generator.modules()]
+    try:
+        decoder(latent)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest
+
+
+def chunk_size(per_sample_bytes: int, count: int, budget: int = PARITY_MEMORY_BYTES) -> int:
+    """Samples per parity call so that LIVE_ACTIVATIONS of the largest activation fit in `budget`."""
+    return max(1, min(count, budget // max(1, LIVE_ACTIVATIONS * per_sample_bytes)))
+
+
 def _session(path: Path):
+    """A one-shot CPU session: no memory arena and no memory pattern, so what a call allocates is returned
+    when it ends instead of being kept (and grown) for calls that will never come."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _in_chunks(run, feeds: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
+    """`run(None, feeds)` (an InferenceSession's signature) on slices of `batch` samples, its outputs
+    concatenated."""
+    count = len(next(iter(feeds.values())))
+    parts = [run(None, {key: value[start:start + batch] for key, value in feeds.items()})
+             for start in range(0, count, batch)]
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
 
 
 @torch.no_grad()
 def measure(graphs: dict[str, Path], composer: Composer, decoder: Decoder, sampler: Sampler,
-            count: int = 8, seed: int = 0) -> dict[str, dict]:
+            count: int = PARITY_SAMPLES, seed: int = 0, memory: int = PARITY_MEMORY_BYTES) -> dict[str, dict]:
     """{graph name: metrics} for the graphs named in `graphs` ("composer", "composer_fp16", "generator",
-    "sampler"), each run by onnxruntime on CPU against the torch module it was exported from."""
-    inputs = parity_inputs(sampler, decoder, count, seed)
-    torch_in = {name: torch.from_numpy(array) for name, array in inputs.items()}
-    reference_images, reference_latents = composer(torch_in["image"], torch_in["mask"], torch_in["realism"])
+    "sampler"), each run by onnxruntime on CPU against the torch module it was exported from.
+
+    The same `count` samples at every size, run in chunks of `batch` samples chosen so the activations fit
+    in `memory` bytes (every entry records both); one session at a time, released before the next.
+    """
+    probe = sampler(torch.zeros(1, sampler.generator.z_dim), torch.ones(1))
+    batch = chunk_size(activation_bytes(decoder, probe), count, memory)
+    inputs = parity_inputs(sampler, decoder, count, seed, batch)
+    composer_feeds = {key: inputs[key] for key in ("image", "mask", "realism")}
+
+    def reference(_outputs, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        images, latents = composer(*(torch.from_numpy(feeds[key]) for key in ("image", "mask", "realism")))
+        return [images.numpy(), latents.numpy()]
+
+    reference_images, reference_latents = _in_chunks(reference, composer_feeds, batch)
     report = {}
     for name, path in graphs.items():
-        session = _session(path)
+        run = _session(path).run  # released when `run` is rebound, before the next session opens
         if name.startswith("composer"):
-            images, latents = session.run(None, {key: inputs[key] for key in ("image", "mask", "realism")})
-            metrics = {**image_metrics(images, reference_images.numpy()),
-                       **latent_metrics(latents, reference_latents.numpy())}
+            images, latents = _in_chunks(run, composer_feeds, batch)
+            metrics = {**image_metrics(images, reference_images),
+                       **latent_metrics(latents, reference_latents)}
         elif name == "generator":
-            (images,) = session.run(None, {"latent": inputs["latent"]})
+            (images,) = _in_chunks(run, {"latent": inputs["latent"]}, batch)
             metrics = image_metrics(images, inputs["image"])
         else:
-            (latents,) = session.run(None, {"z": inputs["z"], "truncation": inputs["truncation"]})
+            (latents,) = run(None, {"z": inputs["z"], "truncation": inputs["truncation"]})
             metrics = latent_metrics(latents, inputs["latent"])
-        report[name] = {"batch": count, **metrics}
+        del run
+        gc.collect()
+        report[name] = {"samples": count, "batch": batch, **metrics}
     return report
 
 
 def problems(name: str, precision: str, metrics: dict) -> list[str]:
     """What `metrics` of graph `name` at `precision` violate (empty when within the limits)."""
     found = []
-    if precision == "fp16":
-        if metrics["psnr_db"] < FP16_MIN_PSNR_DB:
-            found.append(f"{name}: PSNR {metrics['psnr_db']} dB < {FP16_MIN_PSNR_DB} dB")
+    if precision in MIN_PSNR_DB:
+        if metrics["psnr_db"] < MIN_PSNR_DB[precision]:
+            found.append(f"{name}: PSNR {metrics['psnr_db']} dB < {MIN_PSNR_DB[precision]} dB")
         return found
     latent, share = metrics.get("latent_max_abs_diff"), metrics.get("share_pixels_off_by_more_than_1")
     if latent is not None and latent > FP32_MAX_LATENT_DIFF:

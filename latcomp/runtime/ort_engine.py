@@ -29,6 +29,9 @@ from .engine import Engine, device_index
 
 CACHE_DIR = Path(os.environ.get("LATCOMP_CACHE_DIR", Path.home() / ".cache" / "latcomp"))
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # the automatic choice's order
+# composer graphs: fp32 ("composer"), fp16 (GPUs) and int8 (QDQ, for CPUs: export.quantize) as
+# "composer_<precision>"
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def physical_cores() -> int:
@@ -146,6 +149,17 @@ def providers_for(bundle: Bundle, graph: str, device: str, fp16: bool, max_batch
     return [_with_options(name, bundle, graph, device, fp16, max_batch) for name in providers]
 
 
+def check_variant(bundle: Bundle, precision: str) -> None:
+    """BundleError unless the bundle holds a composer at `precision` that passed its parity check."""
+    graph = f"composer_{precision}"
+    if not bundle.has_graph(graph):
+        hint = " (export it with `latcomp export --int8`)" if precision == "int8" else ""
+        raise BundleError(f"{bundle.path}: no {graph} graph in this bundle{hint}; use precision='fp32'")
+    parity = bundle.manifest.get("parity", {}).get(graph, {})
+    if parity.get("passed") is False:  # the export refuses such a graph; a hand-made manifest may not
+        raise BundleError(f"{bundle.path}: {graph} failed its parity check ({parity.get('psnr_db')} dB)")
+
+
 class OrtEngine(Engine):
     backend = "ort"
 
@@ -161,10 +175,10 @@ class OrtEngine(Engine):
                                                       check_threads(threads))
         if precision == "auto":
             precision = "fp16" if device != "cpu" and bundle.has_graph("composer_fp16") else "fp32"
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'fp16', got {precision!r}")
-        if precision == "fp16" and not bundle.has_graph("composer_fp16"):
-            raise BundleError(f"{bundle.path}: no composer_fp16 graph in this bundle; use precision='fp32'")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'auto' or one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32":
+            check_variant(bundle, precision)
         super().__init__(bundle, device, precision, max_batch)
         self._sessions: dict = {}  # (graph, instance) -> InferenceSession
         self._buffers: dict = {}
@@ -191,7 +205,8 @@ class OrtEngine(Engine):
 
         with self._lock:
             if (graph, instance) not in self._sessions:
-                name = "composer_fp16" if graph == "composer" and self.precision == "fp16" else graph
+                variant = graph == "composer" and self.precision != "fp32"
+                name = f"composer_{self.precision}" if variant else graph
                 providers = providers_for(self.bundle, name, self.device, self.precision == "fp16",
                                           self.max_batch, self._providers)
                 self._sessions[graph, instance] = ort.InferenceSession(

@@ -17,7 +17,9 @@ from .bundle import DEFAULT_BUNDLE, Bundle, BundleError, read_bundle
 from .engine import Engine, device_index, parse_device
 
 log = logging.getLogger("latcomp.runtime")
-BACKENDS = ("auto", "ort", "trt", "torch")
+# null: a NullEngine, no compute, for benchmarking the serving path (never chosen by auto)
+BACKENDS = ("auto", "ort", "trt", "torch", "null")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")  # int8: the CPU composer of `latcomp export --int8` (ort)
 
 
 def _installed(module: str) -> bool:
@@ -85,6 +87,10 @@ def _make(backend: str, bundle: Bundle, device: str, precision: str, max_batch: 
 
         return OrtEngine(bundle, device, precision, max_batch, providers=providers, threads=threads,
                          instances=instances)
+    if backend == "null":
+        from .null_engine import NullEngine
+
+        return NullEngine(bundle, device, max_batch)
     if backend == "torch":
         from .torch_engine import TorchEngine
 
@@ -107,6 +113,9 @@ def open_bundle(path: str | Path | None = None, backend: str = "auto", device: s
         None: two on CPU (one with a single core), one on CUDA.
     threads: intra-op threads of each onnxruntime session. None: the physical cores over the instances.
     These configure the ort backend: backend="auto" with any set opens ort; "trt" or "torch" refuse them.
+    precision: "auto" (fp16 on CUDA where the bundle has it, else fp32), "fp32", "fp16", or "int8" (the
+        bundle's INT8 composer for CPUs, from `latcomp export --int8`; onnxruntime only, like the settings
+        above).
 
     Raises BundleError when the bundle is missing, of another format version, or a file does not match
     its checksum; ValueError for an unknown backend, device or precision, for providers that onnxruntime
@@ -120,9 +129,10 @@ def open_bundle(path: str | Path | None = None, backend: str = "auto", device: s
         path = DEFAULT_BUNDLE
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if precision not in ("auto", "fp32", "fp16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'fp16', got {precision!r}")
-    settings = {"providers": providers, "threads": threads, "instances": instances}
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    settings = {"providers": providers, "threads": threads, "instances": instances,
+                "precision int8": True if precision == "int8" else None}  # an onnxruntime graph only
     ort_settings = [name for name, value in settings.items() if value is not None]
     if ort_settings and backend not in ("auto", "ort"):
         raise ValueError(f"{' and '.join(ort_settings)} configure the ort backend, not {backend}")
