@@ -103,6 +103,19 @@ def test_skip_markers_sit_right_before_a_fence():
     assert not stray, f"doc-test skip markers not followed by a python/bash/sh fence: {stray}"
 
 
+def test_links_point_into_the_repository():
+    """Relative links name files of this repository (a clone has nothing beside it, such as ../shared)."""
+    broken = []
+    for path in DOCUMENTS:
+        for link in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if link.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            target = (path.parent / link.split("#")[0]).resolve()
+            if not target.exists() or REPO not in target.parents:
+                broken.append(f"{path.relative_to(REPO)}: {link}")
+    assert not broken, f"links to files outside the repository or missing: {broken}"
+
+
 @pytest.mark.parametrize("path", RUNNABLE, ids=[str(path.relative_to(REPO)) for path in RUNNABLE])
 def test_document_runs_as_written(path, tmp_path):
     import json
