@@ -157,7 +157,8 @@ def _add_serve(commands) -> None:
           "requires the same bearer token; none: /metrics is open", choices=["token", "none"])
     _flag(serve, "--backend", "BACKEND", "auto", str, "engine", choices=["auto", "ort", "trt", "torch"])
     _flag(serve, "--device", "DEVICE", "cpu", str, "cpu, cuda or cuda:N")
-    _flag(serve, "--precision", "PRECISION", "auto", str, "graph precision", choices=["auto", "fp32", "fp16"])
+    _flag(serve, "--precision", "PRECISION", "auto", str, "graph precision (int8: the bundle's INT8 CPU "
+          "composer from `latcomp export --int8`, ort only)", choices=["auto", "fp32", "fp16", "int8"])
     _flag(serve, "--max-batch", "MAX_BATCH", None, int, "largest engine batch (none: the bundle's)")
     _flag(serve, "--instances", "INSTANCES", None, int, "ort: engine calls in flight at once, each on its "
           "own sessions, so one batch computes while the next is gathered (none: 2 on CPU, 1 on CUDA)")
