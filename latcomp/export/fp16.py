@@ -1,4 +1,4 @@
-"""FP16 conversion of the composer graph with onnxconverter-common, keeping what needs it in FP32.
+"""FP16 conversion of the composer graph with onnxruntime's converter, keeping what needs it in FP32.
 
 Kept in FP32 (the rest, the convolutions over feature maps, carries the cost and goes to FP16):
   - the fused module's own glue (uint8 conversion, mask threshold, realism blend, rounding): exact levels
@@ -7,19 +7,18 @@ Kept in FP32 (the rest, the convolutions over feature maps, carries the cost and
     coefficients, pooled features, heads) are cheap and precision-sensitive;
   - reductions and normalisations with what feeds them (squares overflow FP16 above 256) and what they
     feed (an epsilon of 1e-8 underflows to 0 in FP16, and pixel norm of a zero latent would give 0/0).
-I/O types stay as they are (keep_io_types).
+I/O types stay as they are (keep_io_types). After the conversion, `read_fp32_sources` (our own pass) removes
+the fp32 -> fp16 -> fp32 round trips the converter leaves between two FP32 nodes.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
-from unittest import mock
 
 import onnx
 import onnxslim
 from onnx import TensorProto
-from onnxconverter_common import float16
+from onnxruntime.transformers import float16
 
 from .onnx_graphs import finish
 
@@ -39,15 +38,11 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     detach_outputs(folded)
     keep = fp32_nodes(folded)
     untie_mixed_initializers(folded, keep)
-    # onnxconverter-common 1.16's own cast clean-up crashes when a cast feeds several nodes; ours is exact.
-    # It also warns for every weight below FP16's smallest normal value it rounds; those are expected.
-    with mock.patch.object(float16, "remove_unnecessary_cast_node", read_fp32_sources), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        converted = float16.convert_float_to_float16(
-            folded, keep_io_types=True, op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FP32_OPS),
-            node_block_list=sorted(keep),
-        )
+    converted = float16.convert_float_to_float16(
+        folded, keep_io_types=True, op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FP32_OPS),
+        node_block_list=sorted(keep),
+    )
+    read_fp32_sources(converted.graph)
     return finish(onnxslim.slim(converted))  # drops the casts that became dead or identities
 
 
