@@ -31,7 +31,7 @@ from .quantize import quantize_composer
 
 EXAMPLE_BATCH = 2  # traced with 2, so nothing gets specialised to a batch of 1
 VARIANTS = ("_fp16", "_int8")  # composer graphs at another precision: composer_<precision>
-TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common")
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim")
 
 
 def git_commit() -> str | None:
