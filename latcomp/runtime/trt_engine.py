@@ -9,7 +9,9 @@ rebuild it.
 Execution (`PlanRunner`): pinned host buffers (pycuda page-locked) and device buffers sized once for
 max_batch, one CUDA stream per TensorRT execution context, `set_input_shape` per call, then
 `execute_async_v3` between asynchronous copies. Optional CUDA graphs (cuda_graphs=True, or the
-environment variable LATCOMP_TRT_CUDA_GRAPHS=1) need the `cuda-bindings` package (CUDA runtime API):
+environment variable LATCOMP_TRT_CUDA_GRAPHS=1) take stream capture and graph launch from NVIDIA's
+`cuda-bindings` (CUDA runtime API; in the `gpu` extra next to pycuda, which wraps no capture API), acting on
+pycuda's streams, so pycuda stays the one owner of contexts, buffers and streams (docs/ARCHITECTURE.md):
 a batch is then padded to the next bucket (1, 2, 4, ..., max_batch), and each bucket gets its own
 execution context, run normally once and then captured into a graph that later calls replay, because a
 captured graph fixes the input shapes and addresses it was recorded with.
@@ -106,14 +108,11 @@ def import_pycuda():
 
 
 def cuda_runtime():
-    """The CUDA runtime bindings of cuda-python (`cuda.bindings.runtime`, or the older `cuda.cudart`),
-    or None: only CUDA-graph capture needs them."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
+    """`cuda.bindings.runtime` (package cuda-bindings), or None: only CUDA-graph capture needs it."""
+    try:
+        return importlib.import_module("cuda.bindings.runtime")
+    except ImportError:
+        return None
 
 
 def tensorrt_version() -> str:
@@ -163,8 +162,8 @@ def plan_filename(compute_capability, version: str, graph: str = GRAPH) -> str:
 
 @functools.lru_cache(maxsize=8)
 def gpu_compute_capability(device_index: int = 0) -> tuple[int, int] | None:
-    """Compute capability of CUDA device `device_index`, or None without a GPU: asks pycuda, then the CUDA
-    runtime bindings, then nvidia-smi."""
+    """Compute capability of CUDA device `device_index`, or None without a GPU: asks pycuda, then nvidia-smi
+    (a machine that builds plans may have the driver's tool but not pycuda)."""
     try:
         driver = import_pycuda()
         if device_index < driver.Device.count():
@@ -172,20 +171,6 @@ def gpu_compute_capability(device_index: int = 0) -> tuple[int, int] | None:
         return None
     except TensorRTUnavailable:
         pass
-    runtime = cuda_runtime()
-    if runtime is not None:
-        try:
-            attr = runtime.cudaDeviceAttr
-            err_major, major = runtime.cudaDeviceGetAttribute(
-                attr.cudaDevAttrComputeCapabilityMajor, device_index
-            )
-            err_minor, minor = runtime.cudaDeviceGetAttribute(
-                attr.cudaDevAttrComputeCapabilityMinor, device_index
-            )
-            if int(err_major) == 0 and int(err_minor) == 0:
-                return int(major), int(minor)
-        except Exception:  # no driver or no such device: fall through to nvidia-smi
-            pass
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -360,7 +345,7 @@ class PlanRunner:
         self._cuda = _CudaContext(self._driver, cuda_device_index(device))
         self._cudart = cuda_runtime() if cuda_graphs else None
         if cuda_graphs and self._cudart is None:
-            raise TensorRTUnavailable("CUDA graphs need the CUDA runtime bindings: pip install cuda-bindings")
+            raise TensorRTUnavailable(f"CUDA graphs need the CUDA runtime bindings (cuda-bindings): {INSTALL_HINT}")
         self.cuda_graphs = cuda_graphs
         self.uncapturable: set[int] = set()  # graph buckets whose capture failed: they run plainly
         self._slots: dict[int, _Slot] = {}  # key 0: the one plain slot; else a graph bucket's slot
