@@ -64,7 +64,7 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
 
 
 def unit_of(module: str) -> str:
-    """The layer unit: the first name under latcomp (a subpackage or a top-level module), or latcomp itself."""
+    """The layer unit: the first name under latcomp (a subpackage or a top-level module), or latcomp."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "latcomp"
 
@@ -84,7 +84,8 @@ def violations(layers: dict[str, int]) -> list[str]:
             if unit == source:
                 continue
             if unit not in layers:
-                found.append(f"{path.relative_to(REPO)}:{line}: {target} is in no layer of docs/ARCHITECTURE.md")
+                found.append(f"{path.relative_to(REPO)}:{line}: {target} is in no layer of "
+                             "docs/ARCHITECTURE.md")
             elif layers[unit] >= layers[source]:
                 way = "sideways" if layers[unit] == layers[source] else "up"
                 found.append(f"{path.relative_to(REPO)}:{line}: {source} (layer {layers[source]}) imports "

@@ -25,7 +25,8 @@ GENERATED = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py")
 
 
 def _committed() -> set[str]:
-    return {path.relative_to(REPO).as_posix() for pattern in GENERATED for path in (REPO / "latcomp").rglob(pattern)}
+    package = REPO / "latcomp"
+    return {path.relative_to(REPO).as_posix() for pattern in GENERATED for path in package.rglob(pattern)}
 
 
 def _serialized_descriptor(path: Path) -> bytes:
@@ -76,11 +77,14 @@ def _check_glue(module_name: str) -> None:
         for method in service.methods:
             request = getattr(pb2, method.input_type.name)
             response = getattr(pb2, method.output_type.name)
-            streams = ("stream" if method.client_streaming else "unary", "stream" if method.server_streaming else "unary")
+            streams = ("stream" if method.client_streaming else "unary",
+                       "stream" if method.server_streaming else "unary")
             kind, serializer, deserializer = channel.calls[f"/{service.full_name}/{method.name}"]
-            assert (kind, serializer, deserializer) == ("_".join(streams), request.SerializeToString, response.FromString)
+            assert kind == "_".join(streams)
+            assert (serializer, deserializer) == (request.SerializeToString, response.FromString)
             handler = handlers[method.name]
-            assert (handler.request_streaming, handler.response_streaming) == (method.client_streaming, method.server_streaming)
+            assert handler.request_streaming == method.client_streaming
+            assert handler.response_streaming == method.server_streaming
             assert handler.request_deserializer == request.FromString
             assert handler.response_serializer == response.SerializeToString
 
@@ -111,7 +115,8 @@ def test_committed_stubs_match_protos(tmp_path):
         assert (REPO / name).is_file(), f"{name} missing: run bash scripts/gen_protos.sh"
     if _stubgen.installed_tools_version() == _stubgen.GRPCIO_TOOLS:
         for name in files:
-            assert (REPO / name).read_bytes() == (tmp_path / name).read_bytes(), f"{name} drifted from protos/"
+            fresh = (tmp_path / name).read_bytes()
+            assert (REPO / name).read_bytes() == fresh, f"{name} drifted from protos/"
         return
     for name in files:
         committed, fresh = REPO / name, tmp_path / name

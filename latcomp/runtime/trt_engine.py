@@ -345,7 +345,8 @@ class PlanRunner:
         self._cuda = _CudaContext(self._driver, cuda_device_index(device))
         self._cudart = cuda_runtime() if cuda_graphs else None
         if cuda_graphs and self._cudart is None:
-            raise TensorRTUnavailable(f"CUDA graphs need the CUDA runtime bindings (cuda-bindings): {INSTALL_HINT}")
+            raise TensorRTUnavailable(f"CUDA graphs need the CUDA runtime bindings (cuda-bindings): "
+                                      f"{INSTALL_HINT}")
         self.cuda_graphs = cuda_graphs
         self.uncapturable: set[int] = set()  # graph buckets whose capture failed: they run plainly
         self._slots: dict[int, _Slot] = {}  # key 0: the one plain slot; else a graph bucket's slot

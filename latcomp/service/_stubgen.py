@@ -1,7 +1,8 @@
 """Regenerates the committed protobuf/gRPC stubs from protos/: `python -m latcomp.service._stubgen`.
 
 Every `protos/**/*.proto` becomes `<path>_pb2.py`, `<path>_pb2.pyi` and `<path>_pb2_grpc.py` at the same path
-under the repository root, e.g. protos/latcomp/v1/composer.proto -> latcomp/v1/composer_pb2{.py,.pyi,_grpc.py}.
+under the repository root, e.g. protos/latcomp/v1/composer.proto ->
+latcomp/v1/composer_pb2.py, composer_pb2.pyi and composer_pb2_grpc.py.
 protoc names a generated module after the .proto's path (which is also the file's name in the descriptor
 pool and in server reflection), so the generated imports (`from latcomp.v1 import composer_pb2`) resolve
 inside this package without post-processing, the way grpcio-health-checking ships grpc_health/v1/health.proto.
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "(scripts/gen_protos.sh sets up such an environment).",
     )
     parser.add_argument("--out", type=Path, default=REPO,
-                        help="output root; the stubs land at their proto path under it (default: %(default)s)")
+                        help="output root; the stubs land at their proto path under it "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     found = installed_tools_version()
     if found != GRPCIO_TOOLS:
