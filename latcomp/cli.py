@@ -108,6 +108,29 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's --help line ends with its default, unless its help already states one or the option
+    is required; a flag's default reads "off"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        positional = not action.option_strings and action.nargs not in ("?", "*")
+        if positional or action.required or action.default is argparse.SUPPRESS or "default" in text.lower():
+            return text
+        if action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: off)"  # store_true / store_false / store_const: not given
+        return super()._get_help_string(action)
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """HelpFormatter for the parser and every (sub)command under it, however its module registered it."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _use_formatter(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latcomp",
@@ -147,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
+    _use_formatter(parser)
     return parser
 
 

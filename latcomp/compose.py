@@ -1,4 +1,4 @@
-"""Building model inputs from parts and putting results back (numpy only, no torch, no Pillow).
+"""Building model inputs from parts and putting results back (numpy and Pillow, no torch).
 
 Images are uint8 [H, W, 3] RGB; masks are uint8 [H, W] with 255 = known and 0 = to be filled (any value
 >= 128 counts as known). The flow of one edit:
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image as PILImage
 
 KNOWN = 128  # mask values >= KNOWN are known pixels
 
@@ -62,64 +63,42 @@ def paste_layers(layers: Sequence[Layer]) -> tuple[np.ndarray, np.ndarray]:
     return canvas, union.astype(np.uint8) * 255
 
 
-def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resampling taps along one axis: (input index int [K, n_out], weight float32 [K, n_out]).
-
-    Shrinking: area averaging, output pixel i covers the input interval [i*s, (i+1)*s) with s = n_in/n_out
-    and each input pixel weighs its overlap with it. Growing: bilinear with half-pixel centres.
-    """
-    if n_out <= n_in:
-        scale = n_in / n_out
-        starts = np.arange(n_out) * scale
-        pixels = np.floor(starts).astype(np.int64)[None, :] + np.arange(int(np.ceil(scale)) + 1)[:, None]
-        overlap = np.minimum(starts + scale, pixels + 1) - np.maximum(starts, pixels)
-        weights = (np.clip(overlap, 0, None) / scale).astype(np.float32)  # 0 for taps past the interval
-        return np.minimum(pixels, n_in - 1), weights
-    centres = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    low = np.floor(centres).astype(np.int64)
-    frac = (centres - low).astype(np.float32)
-    return np.stack([low, np.minimum(low + 1, n_in - 1)]), np.stack([1 - frac, frac])
-
-
-def _resample_rows(array: np.ndarray, n_out: int) -> np.ndarray:
-    """float32 [n_out, ...] from [n_in, ...] along axis 0, one tap at a time (bounded memory, no BLAS)."""
-    index, weight = _taps(array.shape[0], n_out)
-    out = np.zeros((n_out, *array.shape[1:]), np.float32)
-    for rows, row_weights in zip(index, weight, strict=True):
-        out += row_weights.reshape(-1, *(1,) * (array.ndim - 1)) * array[rows]
-    return out
-
-
-def _resize_float(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 [height, width, C] from uint8/float [H, W, C], separably, one axis after the other.
-
-    The axis whose pass leaves the smaller intermediate goes first: rows first on a 1 x 16M canvas
-    would grow it to R x 16M floats (GBs) before the columns shrink it.
-    """
-    if height * array.shape[1] <= array.shape[0] * width:
-        rows = _resample_rows(array, height)  # [height, W, C]
-        return _resample_rows(rows.swapaxes(0, 1), width).swapaxes(0, 1)  # [height, width, C]
-    columns = _resample_rows(array.swapaxes(0, 1), width)  # [width, H, C]
-    return _resample_rows(columns.swapaxes(0, 1), height)  # [height, width, C]
-
-
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
+def _resize_axis(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
+    """One axis changes: BOX (exact area averaging) where it shrinks, BILINEAR (half-pixel centres) where
+    it grows. Pillow applies one filter to both axes, so resize_image does the axes one at a time."""
+    grows = size[0] > image.width or size[1] > image.height
+    return image.resize(size, PILImage.Resampling.BILINEAR if grows else PILImage.Resampling.BOX)
+
+
+def _resize_channel(channel: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W] -> uint8 [height, width]. The axis whose pass leaves the smaller intermediate goes first
+    (rows first on a 1 x 16M canvas would grow it to R x 16M before the columns shrink it)."""
+    image = PILImage.fromarray(channel)
+    if height * image.width <= image.height * width:  # rows first
+        return np.asarray(_resize_axis(_resize_axis(image, (image.width, height)), (width, height)))
+    return np.asarray(_resize_axis(_resize_axis(image, (width, image.height)), (width, height)))
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [H, W, C] -> uint8 [height, width, C]: area averaging to shrink, bilinear to grow."""
+    """uint8 [H, W, C] -> uint8 [height, width, C]: area averaging to shrink, bilinear to grow (Pillow), per
+    axis. Channels are resized one by one: Pillow would premultiply an RGBA image's colours by its alpha."""
     if image.shape[:2] == (height, width):
         return image.copy()
-    return _to_uint8(_resize_float(image, height, width))
+    channels = [_resize_channel(np.ascontiguousarray(image[..., c]), height, width)
+                for c in range(image.shape[2])]
+    return np.stack(channels, axis=-1)
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 [H, W] -> uint8 [height, width] in {0, 255}: resampled like an image, then thresholded."""
-    binary = known(mask).astype(np.float32)[..., None] * 255
+    binary = known(mask).astype(np.uint8) * 255
     if mask.shape == (height, width):
-        return binary[..., 0].astype(np.uint8)
-    return (_resize_float(binary, height, width)[..., 0] >= KNOWN).astype(np.uint8) * 255
+        return binary
+    return (_resize_channel(binary, height, width) >= KNOWN).astype(np.uint8) * 255
 
 
 def to_model(canvas: np.ndarray, mask: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:

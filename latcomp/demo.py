@@ -95,7 +95,8 @@ def register(commands) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--bundle", help="bundle directory (default: the bundle shipped with latcomp)")
-    demo.add_argument("--backend", default="auto", choices=("auto", "ort", "trt", "torch"))
+    demo.add_argument("--backend", default="auto", choices=("auto", "ort", "trt", "torch"),
+                      help="engine the demo's server runs")
     demo.add_argument("--out", default="demo_out", help="where the images are written")
     demo.add_argument("--seeds", type=int, nargs=4, default=(3, 14, 15, 92), metavar="SEED",
                       help="faces: hair/skin/background, eyes/brows, nose/mouth, and the face to inpaint")

@@ -314,6 +314,13 @@ def test_batch_histogram_from_prometheus_text():
     assert batch_histogram(None, after) is None
 
 
+def test_parse_metrics_keeps_commas_in_label_values_and_reads_timestamped_samples():
+    text = ('# TYPE latcomp_requests counter\n'
+            'latcomp_requests_total{method="Composite",code="INVALID_ARGUMENT",detail="a, b"} 3 1700000000000\n')
+    assert parse_metrics(text) == [
+        ("latcomp_requests_total", {"method": "Composite", "code": "INVALID_ARGUMENT", "detail": "a, b"}, 3.0)]
+
+
 # ---- command line ---------------------------------------------------------------------------------------
 
 

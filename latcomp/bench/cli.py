@@ -310,9 +310,11 @@ def _add_serve(bench) -> None:
     )
     auth.add_argument("--tls-ca", help="CA certificate to reach a TLS target")
     own = serve.add_argument_group("the benchmark's own server (without --target)")
-    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
+    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"],
+                     help="engine of the server")
     own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
+                     help="composer graph of the server's engine (auto: the backend's best)")
     own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
     own.add_argument(
         "--max-delay-ms", type=float, help="longest wait for a batch to fill (default: the server's)"
@@ -385,9 +387,11 @@ def _add_soak(bench) -> None:
     auth.add_argument("--auth-token-file", help="file holding the bearer token")
     auth.add_argument("--tls-ca", help="CA certificate to reach a TLS target")
     own = soak.add_argument_group("the benchmark's own server (without --target)")
-    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"])
+    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"],
+                     help="engine of the server")
     own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
+    own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
+                     help="composer graph of the server's engine (auto: the backend's best)")
     own.add_argument("--max-batch", type=int, help="largest engine batch (default: the bundle's)")
     own.add_argument("--max-delay-ms", type=float, help="longest wait for a batch to fill")
     _add_instances(own)

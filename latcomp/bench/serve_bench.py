@@ -193,28 +193,13 @@ class ServerProcess:
 # ---- metrics --------------------------------------------------------------------------------------------
 
 
-def _labels(text: str) -> dict[str, str]:
-    found = {}
-    for part in text.split(","):
-        if "=" in part:
-            key, value = part.split("=", 1)
-            found[key.strip()] = value.strip().strip('"')
-    return found
-
-
 def parse_metrics(text: str) -> list[tuple[str, dict, float]]:
-    """Prometheus text exposition -> [(name, labels, value)] (comments skipped)."""
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        name, _, labels = head.partition("{")
-        try:
-            samples.append((name.strip(), _labels(labels.rstrip("}")), float(value)))
-        except ValueError:
-            continue
-    return samples
+    """Prometheus text exposition -> [(sample name, labels, value)], e.g. ("latcomp_batch_size_bucket",
+    {"kind": "run", "le": "4.0"}, 12.0), parsed by prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def scrape(url: str | None, timeout: float = 5.0) -> list[tuple[str, dict, float]] | None:
@@ -580,19 +565,24 @@ def run_serve_bench(config: ServeBenchConfig, progress: report.Progress | None =
     finally:
         if server is not None:
             server.stop()
+    return {
+        **result_head(header, config, target, metrics_url, server is not None, measured["model"]),
+        "runs": measured["runs"],
+        "headline": headline(measured["runs"]),
+    }
+
+
+def result_head(header: dict, config, target: str, metrics_url: str | None, started: bool,
+                model_info: dict) -> dict:
+    """The fields `bench serve` and `bench soak` results start with: the run header, what was loaded and
+    how (the settings, less the bearer token: a secret)."""
     settings = asdict(config)
-    settings.pop("token")  # a secret
+    settings.pop("token")
     return {
         **header,
         "target": target,
-        "server": {
-            "started_by_benchmark": server is not None,
-            "metrics_url": metrics_url,
-            "model_info": measured["model"],
-        },
+        "server": {"started_by_benchmark": started, "metrics_url": metrics_url, "model_info": model_info},
         "settings": settings,
-        "runs": measured["runs"],
-        "headline": headline(measured["runs"]),
     }
 
 

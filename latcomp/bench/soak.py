@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from .serve_bench import (
     fetch_model_info,
     open_channel,
     open_loop,
+    result_head,
     scrape,
     status_counts,
     summarize,
@@ -222,17 +223,8 @@ def run_soak(config: SoakConfig, progress: report.Progress | None = None) -> dic
         f"{report.fixed(soak['latency_ms']['p99'])} ms, RSS growth "
         f"{'unknown' if growth is None else f'{growth:+.1f} MiB'}"
     )
-    settings = asdict(config)
-    settings.pop("token")  # a secret
     return {
-        **header,
-        "target": target,
-        "server": {
-            "started_by_benchmark": server is not None,
-            "metrics_url": metrics_url,
-            "model_info": measured["model"],
-        },
-        "settings": settings,
+        **result_head(header, config, target, metrics_url, server is not None, measured["model"]),
         "peak": measured["peak"],
         "soak": soak,
         "memory": memory,

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..compose import resize_image
+
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -27,13 +29,14 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize so the short side is `size` (Lanczos, which Pillow antialiases when shrinking), then crop the
-    centre size x size."""
+    """Resize so the short side is `size`, then crop the centre size x size. The resize is the serving
+    path's (compose.resize_image: area averaging down, bilinear up), so the regressor trains on images
+    downsampled exactly as the photos it is served."""
     w, h = image.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+        image = Image.fromarray(resize_image(np.asarray(image), new_h, new_w))
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
 

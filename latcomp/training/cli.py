@@ -6,31 +6,45 @@ import argparse
 import dataclasses
 import signal
 import sys
+import typing
 
 from .configs import FinetuneConfig, GANConfig, RegressorConfig
 
-# Field type (as written in the dataclass) -> argparse type and nargs.
-_FLAG_TYPES = {
-    "int": (int, None), "float": (float, None), "str": (str, None),
-    "int | None": (int, None), "float | None": (float, None), "str | None": (str, None),
-    "tuple[int, ...]": (int, "+"), "tuple[str, ...]": (str, "+"),
-}
+
+def _flag_type(annotation) -> tuple[type, str | None]:
+    """argparse (type, nargs) for a field's resolved type: X, X | None, tuple[X, ...] with X int/float/str."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is tuple:  # tuple[X, ...]
+        return args[0], "+"
+    if len(args) == 1:  # X | None
+        return args[0], None
+    if annotation in (int, float, str):
+        return annotation, None
+    raise TypeError(f"no command-line form for a field of type {annotation!r}")
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, config_class, skip: tuple[str, ...] = ()) -> None:
-    """One `--flag` per dataclass field, typed and defaulted from the field, help from its HELP table and
-    choices from its CHOICES table; a field without a default is a required flag."""
+    """One `--flag` per dataclass field, typed and defaulted from the field (a bool is --flag/--no-flag),
+    help from the class's HELP table (every field needs one) and choices from its CHOICES table; a field
+    without a default is a required flag."""
     helps = getattr(config_class, "HELP", {})
     choices = getattr(config_class, "CHOICES", {})
+    types = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
-        kind, nargs = _FLAG_TYPES[str(field.type)]
+        if field.name not in helps:
+            raise KeyError(f"{config_class.__name__}.HELP has no entry for {field.name!r} (its {flag} help)")
         required = field.default is dataclasses.MISSING
-        default = argparse.SUPPRESS if required else field.default  # no "(default: None)" in --help
+        default = argparse.SUPPRESS if required else field.default
+        if types[field.name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                required=required, help=helps[field.name])
+            continue
+        kind, nargs = _flag_type(types[field.name])
         parser.add_argument(flag, type=kind, nargs=nargs, default=default, required=required,
-                            choices=choices.get(field.name), help=helps.get(field.name, " "))
+                            choices=choices.get(field.name), help=helps[field.name])
 
 
 def _config_from_args(config_class, args: argparse.Namespace):
