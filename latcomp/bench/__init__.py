@@ -10,6 +10,8 @@ benchmarked.
 
 from __future__ import annotations
 
+from ..lazy import lazy_getattr
+
 # Names the command line offers, kept here so that registering the commands imports nothing heavy.
 BACKENDS = (
     "ort",
@@ -33,14 +35,5 @@ _EXPORTS = {
     "serve_markdown": "serve_bench",
     "serve_plot": "serve_bench",
 }
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 __all__ = sorted([*_EXPORTS, "BACKENDS", "PAYLOADS", "RPCS"])

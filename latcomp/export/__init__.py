@@ -5,13 +5,8 @@ The package itself imports nothing heavy, so command registration (`latcomp.expo
 `export_bundle`, `write_manifest` and `ParityError` are loaded on first access.
 """
 
-from importlib import import_module
+from ..lazy import lazy_getattr
 
-_LAZY = {"export_bundle": ".bundle", "write_manifest": ".bundle", "ParityError": ".parity"}
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_LAZY[name], __name__), name)
+_EXPORTS = {"export_bundle": "bundle", "write_manifest": "bundle", "ParityError": "parity"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

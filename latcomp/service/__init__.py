@@ -6,6 +6,8 @@ package is cheap: the submodules load grpc and the generated stubs when first us
 
 from __future__ import annotations
 
+from ..lazy import lazy_getattr
+
 _EXPORTS = {
     "Client": "client",
     "AsyncClient": "client",
@@ -14,14 +16,5 @@ _EXPORTS = {
     "ServerConfig": "server",
     "serve": "server",
 }
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
