@@ -9,7 +9,6 @@ exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .checkpoints import load_checkpoint, restore_rng_states, rng_states, save_a
 from .configs import GANConfig
 from .data_source import ImageSource, open_source
 from .logbook import Logbook
+from .loop import run_steps
 
 
 def build_networks(config: GANConfig) -> tuple[StyleGAN2Generator, Discriminator]:
@@ -173,24 +173,11 @@ class GANTrainer:
         log.write({"kind": "config", **asdict(config), "r1_gamma_used": self.r1_gamma,
                    "g_params": sum(p.numel() for p in self.generator.parameters()),
                    "d_params": sum(p.numel() for p in self.discriminator.parameters())})
-        losses: dict[str, float] = {}
-        started, first_step = time.perf_counter(), self.step
-        try:
-            while self.step < config.steps:
-                losses = self.train_step(self.step)
-                self.step += 1
-                log.advance(losses)
-                if self.step % config.log_every == 0:
-                    pace = (time.perf_counter() - started) / (self.step - first_step)
-                    log.scalars(self.step, {**losses, "sec_per_step": pace})
-                if self.step % config.sample_every == 0 or self.step == config.steps:
-                    save_png(self.out / "samples" / f"step{self.step:07d}.png", self.sample_grid())
-                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
-                    self.save()
-        except KeyboardInterrupt:
-            log.note(f"interrupted at step {self.step}: saving a checkpoint to resume from")
+        return run_steps(self, log, config.steps, config.log_every, self._after_step)
+
+    def _after_step(self) -> None:
+        config = self.config
+        if self.step % config.sample_every == 0 or self.step == config.steps:
+            save_png(self.out / "samples" / f"step{self.step:07d}.png", self.sample_grid())
+        if self.step % config.checkpoint_every == 0 or self.step == config.steps:
             self.save()
-            raise
-        finally:
-            log.close()
-        return losses

@@ -17,7 +17,6 @@ import importlib
 import math
 import os
 import sys
-import time
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..nets.tensors import images_from_uint8, images_to_numpy, masks_from_uint8
 from .checkpoints import load_checkpoint, restore_rng_states, rng_states, save_atomic
 from .configs import RegressorConfig
 from .logbook import Logbook
+from .loop import run_steps
 from .losses import LOSSES, LossBatch, LossSetup, Objective
 
 BETAS = (0.5, 0.999)  # the paper's Adam settings
@@ -381,25 +381,12 @@ class RegressorTrainer:
                    "regressor_params": sum(p.numel() for p in self.regressor.parameters())})
         for note in self.objective.notes:
             log.note(note)
-        losses: dict[str, float] = {}
-        started, first_step = time.perf_counter(), self.step
-        try:
-            while self.step < config.steps:
-                losses = self.train_step(self.step)
-                self.step += 1
-                log.advance(losses)
-                if self.step % config.log_every == 0:
-                    pace = (time.perf_counter() - started) / (self.step - first_step)
-                    log.scalars(self.step, {**losses, "sec_per_step": pace})
-                if self.is_main and (self.step % config.val_every == 0 or self.step == config.steps):
-                    self._validate_and_save(log)
-        except KeyboardInterrupt:
-            if self.is_main:
-                log.note(f"interrupted at step {self.step}: saving a checkpoint to resume from")
-                self.save()
-            raise
-        finally:
-            log.close()
+        def after_step() -> None:
+            if self.is_main and (self.step % config.val_every == 0 or self.step == config.steps):
+                self._validate_and_save(log)
+
+        losses = run_steps(self, log, config.steps, config.log_every, after_step,
+                           save_on_interrupt=self.is_main)
         if self.world_size > 1:
             dist.barrier()  # the other ranks wait while rank 0 writes the last checkpoint
         return losses
