@@ -310,8 +310,9 @@ def _add_serve(bench) -> None:
     )
     auth.add_argument("--tls-ca", help="CA certificate to reach a TLS target")
     own = serve.add_argument_group("the benchmark's own server (without --target)")
-    own.add_argument("--backend", default="auto", choices=["auto", "ort", "trt", "torch"],
-                     help="engine of the server")
+    own.add_argument("--backend", "--engine", default="auto", choices=["auto", "ort", "trt", "torch", "null"],
+                     help="engine of the server (null: answers at once, computes nothing: the server's own "
+                     "ceiling; a benchmarking tool) (default auto)")
     own.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     own.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
                      help="composer graph of the server's engine (auto: the backend's best)")

@@ -280,17 +280,27 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, admission: Admission):
         self.admission = admission
         self._warn = _RateLimitedWarning()
+        self._wrapped: dict[tuple[str, bool], tuple] = {}  # (method, authenticated) -> (handler, wrapped)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None:
             return None
+        self.admission.last_call = time.monotonic()
+        authenticated = self.admission.authenticated(details.invocation_metadata)
+        # the wrapped handler depends only on the method's handler and on the token check, so it is made
+        # once per pair rather than per call
+        key = (details.method, authenticated)
+        cached = self._wrapped.get(key)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[key] = (handler, self._admitted(handler, details.method, authenticated))
+        return cached[1]
+
+    def _admitted(self, handler, full_method: str, authenticated: bool):
+        """The handler wrapped in admission, for calls to full_method that are (not) authenticated."""
         admission = self.admission
-        admission.last_call = time.monotonic()
-        full_method = details.method
         method = full_method.rsplit("/", 1)[-1]
         health = full_method.startswith(HEALTH_PREFIX)
-        authenticated = admission.authenticated(details.invocation_metadata)
         streaming = handler.request_streaming or handler.response_streaming
         guard = self
 

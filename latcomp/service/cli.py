@@ -78,6 +78,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .admission import AdmissionLimits
     from .server import ServerConfig, serve
 
+    if args.workers > 1:
+        from .workers import supervise
+
+        if "serve" not in sys.argv:
+            print("latcomp serve: --workers needs the `latcomp serve ...` command line", file=sys.stderr)
+            return 2
+        argv = sys.argv[sys.argv.index("serve") + 1 :]
+        return supervise(argv, args.workers, args.host, args.port, args.metrics_port)
+
     try:
         token = _token(args)
         limits = AdmissionLimits(
@@ -155,7 +164,8 @@ def _add_serve(commands) -> None:
     _flag(serve, "--metrics-host", "METRICS_HOST", None, str, "address of the metrics port (none: --host)")
     _flag(serve, "--metrics-auth", "METRICS_AUTH", "token", str, "token: with --auth-token-file, /metrics "
           "requires the same bearer token; none: /metrics is open", choices=["token", "none"])
-    _flag(serve, "--backend", "BACKEND", "auto", str, "engine", choices=["auto", "ort", "trt", "torch"])
+    _flag(serve, "--backend", "BACKEND", "auto", str, "engine (null: computes nothing, answers at once; "
+          "for measuring the server itself)", choices=["auto", "ort", "trt", "torch", "null"])
     _flag(serve, "--device", "DEVICE", "cpu", str, "cpu, cuda or cuda:N")
     _flag(serve, "--precision", "PRECISION", "auto", str, "graph precision (int8: the bundle's INT8 CPU "
           "composer from `latcomp export --int8`, ort only)", choices=["auto", "fp32", "fp16", "int8"])
@@ -200,6 +210,8 @@ def _add_serve(commands) -> None:
     _flag(limits, "--stream-idle-s", "STREAM_IDLE_S", 120.0, float, "a stream without a client message for "
           "this long ends (DEADLINE_EXCEEDED); a health Watch ends (OK) after this long")
     _flag(serve, "--io-threads", "IO_THREADS", 4, int, "threads decoding, compositing and encoding")
+    _flag(serve, "--workers", "WORKERS", 1, int, "serving processes sharing the port (SO_REUSEPORT), each "
+          "with its own engine; worker i's metrics on --metrics-port + i (see docs/SERVICE.md)")
     models = serve.add_argument_group("several models (see docs/DEPLOY.md)")
     _flag(models, "--model-repository", "MODEL_REPOSITORY", None, str, "serve every bundle DIR/<name>/ as "
           "the model <name> instead of one bundle; SIGHUP (or --poll-s) adds, replaces and removes models "

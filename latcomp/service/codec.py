@@ -61,12 +61,14 @@ def _check_size(what: str, width: int, height: int, limits: Limits) -> None:
 def _decode_raw(what: str, raw: Any, channels: int, limits: Limits) -> np.ndarray:
     _check_size(what, raw.width, raw.height, limits)
     expected = raw.width * raw.height * channels
-    if len(raw.data) != expected:
+    data = raw.data  # each read of a bytes field makes a new bytes object: read it once
+    if len(data) != expected:
         raise InvalidArgument(
-            f"{what}: raw data has {len(raw.data)} bytes, expected width*height*{channels} = {expected}"
+            f"{what}: raw data has {len(data)} bytes, expected width*height*{channels} = {expected}"
         )
-    array = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, channels)
-    return array.copy() if channels == 3 else array[..., 0].copy()
+    # a read-only view of those bytes, no copy: the collage copies what it uses
+    shape = (raw.height, raw.width, 3) if channels == 3 else (raw.height, raw.width)
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 def _open_encoded(what: str, data: bytes, limits: Limits) -> PILImage.Image:

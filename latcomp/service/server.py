@@ -46,6 +46,7 @@ from .auth import check_token
 from .metrics import ServiceMetrics
 from .models import Model, ModelNotFound, ModelRepository, ModelSet, RepositoryError
 from .proto import pb
+from .workers import WORKER_ENV
 
 log = logging.getLogger("latcomp.service")
 
@@ -58,6 +59,8 @@ BYTES_PER_INPUT_PIXEL = 12
 BYTES_PER_CANVAS_PIXEL = 16
 BYTES_PER_OUTPUT_PIXEL = 48
 BYTES_PER_EDIT = 1 << 20
+INLINE_PIXELS = 128 * 128  # edits no larger (inputs, canvas, output) decode and encode on the event loop
+INLINE_MAX_EDITS = 4  # ... while at most this many edits are in the server
 RESPONSE_OVERHEAD = 64 * 1024  # timing, latent, framing
 
 
@@ -437,12 +440,14 @@ class ComposerServer:
     async def _edit(self, kind: str, request, deadline: float | None, started: float, request_id: int = 0):
         with self.admitted(request.model) as model:
             resolution = model.engine.resolution
-            with self.admission.reserve(self._working_bytes(kind, request, resolution), f"this {kind}"):
-                return await self._run_edit(kind, request, deadline, started, request_id, model)
+            nbytes, inline = self._cost(kind, request, resolution)
+            with self.admission.reserve(nbytes, f"this {kind}"):
+                return await self._run_edit(kind, request, deadline, started, request_id, model, inline)
 
-    def _working_bytes(self, kind: str, request, resolution: int) -> int:
-        """The peak memory an edit may use, estimated from its headers before anything is decoded; an
-        edit whose raw answer cannot fit the message limit is refused here, before any compute."""
+    def _cost(self, kind: str, request, resolution: int) -> tuple[int, bool]:
+        """(the peak memory an edit may use, whether its decoding and encoding are cheap enough to run on
+        the event loop), from its headers before anything is decoded; an edit whose raw answer cannot fit
+        the message limit is refused here, before any compute."""
         try:
             spec = codec.output_spec(request.output)
             pixels, canvas = codec.request_sizes(kind, request, self.limits)
@@ -457,19 +462,31 @@ class ComposerServer:
                 f"the raw {output[1]}x{output[0]} answer would be {raw_answer / 2**20:.1f} MiB, over the "
                 f"{self.max_message_bytes / 2**20:.1f} MiB message limit: ask for PNG or JPEG, or size MODEL",
             )
-        return (
+        nbytes = (
             2 * request.ByteSize()  # grpc's buffer and the parsed message
             + BYTES_PER_INPUT_PIXEL * pixels
             + BYTES_PER_CANVAS_PIXEL * canvas[0] * canvas[1]
             + BYTES_PER_OUTPUT_PIXEL * output[0] * output[1]
             + BYTES_PER_EDIT
         )
+        inline = max(pixels, canvas[0] * canvas[1], output[0] * output[1]) <= INLINE_PIXELS
+        return nbytes, inline
 
     async def _run_edit(self, kind: str, request, deadline: float | None, started: float, request_id: int,
-                        model: Model):
+                        model: Model, inline: bool = False):
+        # A small edit (a few thousand pixels: decoding, compositing and encoding take tens of microseconds)
+        # runs on the event loop while few edits are in the server: two thread-pool round trips would cost
+        # more than the work. Larger edits, and every edit when many are in, go to the io threads: the loop
+        # then only accepts and hands over, so a burst reaches admission and the queue (and is refused
+        # there) instead of waiting unseen in grpc behind edits done one by one on the loop.
+        inline = inline and self.admission.edits <= INLINE_MAX_EDITS
         loop = asyncio.get_running_loop()
+        resolution = model.engine.resolution
         try:
-            job = await loop.run_in_executor(self._io, self._prepare, kind, request, model.engine.resolution)
+            if inline:
+                job = self._prepare(kind, request, resolution)
+            else:
+                job = await loop.run_in_executor(self._io, self._prepare, kind, request, resolution)
         except codec.InvalidArgument as error:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         if kind == "sample":
@@ -478,7 +495,10 @@ class ComposerServer:
             call = model.batcher.run(job.image, job.mask, job.spec.realism, deadline)
         image, latent, timing = await self.compute(call)
         self.metrics.queue.observe(timing.queue_ms / 1000)
-        response = await loop.run_in_executor(self._io, self._finish, job, image, latent)
+        if inline:
+            response = self._finish(job, image, latent)
+        else:
+            response = await loop.run_in_executor(self._io, self._finish, job, image, latent)
         response.request_id = request_id
         response.timing.queue_ms = timing.queue_ms
         response.timing.compute_ms = timing.compute_ms
@@ -615,7 +635,9 @@ async def _serve(config: ServerConfig, engine: Any | None) -> int:
 
 def serve(config: ServerConfig) -> int:
     """`latcomp serve`: runs until SIGTERM/SIGINT, then drains; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s latcomp serve: %(message)s")
+    worker = os.environ.get(WORKER_ENV)  # set by `latcomp serve --workers N` in each worker
+    label = "latcomp serve" if worker is None else f"latcomp serve [worker {worker}]"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {label}: %(message)s")
     if config.model_repository:  # the server opens (and closes) the repository's engines
         if config.bundle:
             raise ValueError("give a bundle or --model-repository, not both")

@@ -218,7 +218,7 @@ def check(data: bytes) -> str:
     """The property on one input: returns "ok" or "invalid"; any other exception is a bug."""
     kind, request = build_request(data)
     try:
-        job = ComposerServer._prepare(_SERVER, kind, request)
+        job = ComposerServer._prepare(_SERVER, kind, request, RESOLUTION)
     except codec.InvalidArgument:
         return "invalid"
     if kind == "sample":

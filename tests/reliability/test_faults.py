@@ -79,7 +79,7 @@ def _outcome(future) -> tuple[str, str]:
 
 def _slots_free(server) -> bool:
     core = server.server
-    return core._active == 0 and core.batcher.queue_depth == 0 and inflight_gauge(server) == 0
+    return core.admission.edits == 0 and core.batcher.queue_depth == 0 and inflight_gauge(server) == 0
 
 
 # ---- an engine call that raises -------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_cancelled_calls_and_streams_free_their_slots(engine):
 
                 stream = stub.EditStream(requests())
                 streamed = asyncio.ensure_future(stream.read())
-                while core._active < count + 1:  # all of them in the server: one running, the rest queued
+                while core.admission.edits < count + 1:  # all in the server: one running, the rest queued
                     await asyncio.sleep(0.005)
                 for call in calls:
                     call.cancel()
@@ -286,7 +286,7 @@ def test_a_client_that_dies_frees_its_slots(engine, tmp_path):
             _CLIENT, server.target, str(count), str(size), log_path=tmp_path / "client.log"
         )
         try:
-            until(lambda: server.server._active == count, timeout=60, what="the client's requests")
+            until(lambda: server.server.admission.edits == count, timeout=60, what="the client's requests")
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
             until(lambda: _slots_free(server), what="free slots after the client died")

@@ -236,7 +236,7 @@ def test_the_server_serves_after_the_fuzzing(server, engine):
     size = engine.resolution
     with Client(server.target) as client:
         assert client.inpaint(image(size, size)).image.shape == (size, size, 3)
-    assert server.server._active == 0 and server.server.batcher.queue_depth == 0
+    assert server.server.admission.edits == 0 and server.server.batcher.queue_depth == 0
 
 
 # ---- extreme sizes, offsets, seeds and truncations ------------------------------------------------------
