@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,58 @@ def small_bundle(tmp_path_factory) -> Path:
     from bundle_fixtures import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("shared-bundle"))
+
+
+class GatedEngine:
+    """A real engine whose calls can be held at a gate: `gate = engine.hold()` makes every following run,
+    generate or sample wait (inside the batcher's engine threads, as a slow engine would) until
+    `gate.set()`. Tests use it to fix the order of events instead of relying on timing; everything else is
+    the wrapped engine's."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._gate: threading.Event | None = None
+
+    def hold(self) -> threading.Event:
+        self._gate = threading.Event()
+        return self._gate
+
+    def _pass(self) -> None:
+        gate = self._gate
+        if gate is not None:
+            assert gate.wait(60), "a held engine call was never released"
+
+    def run(self, *args, **kwargs):
+        self._pass()
+        return self.engine.run(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        self._pass()
+        return self.engine.generate(*args, **kwargs)
+
+    def sample(self, *args, **kwargs):
+        self._pass()
+        return self.engine.sample(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+@pytest.fixture(scope="module")
+def gated_engine(small_bundle):
+    """Opens the small bundle's ort engine (keyword options of open_bundle) as a GatedEngine; all are closed
+    when the module ends."""
+    from latcomp.runtime import open_bundle
+
+    opened = []
+
+    def open_gated(**options) -> GatedEngine:
+        opened.append(open_bundle(small_bundle, backend="ort", **options))
+        return GatedEngine(opened[-1])
+
+    yield open_gated
+    for engine in opened:
+        engine.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """latcomp.runtime.batcher.Batcher with a real engine on the small exported bundle (no mocks).
 
 Where a test needs the engine to be busy at a known moment, it occupies the batcher's single engine thread
-with a gate (`_hold`), so the order of events is fixed rather than left to timing: the module's engine has
-one instance (concurrency 1); the test of two instances opens its own.
+with a gate (conftest's GatedEngine: `engine.hold()`), so the order of events is fixed rather than left to
+timing: the module's engine has one instance (concurrency 1); the test of two instances opens its own.
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from latcomp.runtime.batcher import Batcher, BatcherClosed, DeadlineExceeded, En
 
 
 @pytest.fixture(scope="module")
-def engine(small_bundle):
-    from latcomp.runtime import open_bundle
-
-    with open_bundle(small_bundle, backend="ort", instances=1) as engine:
-        yield engine
+def engine(gated_engine):
+    return gated_engine(instances=1)
 
 
 def _inputs(engine, count: int, seed: int = 0):
@@ -41,13 +38,6 @@ class _Recorder:
 
     def __call__(self, kind: str, size: int, compute_s: float) -> None:
         self.batches.append((kind, size))
-
-
-def _hold(batcher: Batcher) -> threading.Event:
-    """Occupies the batcher's engine thread until the returned event is set."""
-    gate = threading.Event()
-    batcher._executor.submit(gate.wait, 30)
-    return gate
 
 
 async def _until(condition, timeout: float = 10.0) -> None:
@@ -108,7 +98,7 @@ def test_batches_hold_one_kind_oldest_first(engine):
 
     async def main():
         batcher = Batcher(engine, max_batch=4, on_batch=recorder)
-        gate = _hold(batcher)
+        gate = engine.hold()
         first = asyncio.ensure_future(batcher.run(images[0], masks[0]))
         await _until(lambda: batcher.inflight == 1)  # taken alone, waiting for the held thread
         calls = [
@@ -207,7 +197,7 @@ def test_deadlines(engine):
         with pytest.raises(DeadlineExceeded, match="recently took"):
             await batcher.run(images[0], masks[0], deadline=time.monotonic() + recent / 10)
         # Admitted, but stuck behind a busy engine until its deadline: it leaves the queue unrun.
-        gate = _hold(batcher)
+        gate = engine.hold()
         blocker = asyncio.ensure_future(batcher.run(images[0], masks[0]))
         await _until(lambda: batcher.inflight == 1)
         started = time.monotonic()
@@ -229,7 +219,7 @@ def test_cancelled_request_frees_its_slot(engine):
 
     async def main():
         batcher = Batcher(engine, max_batch=1, max_queue=1, on_batch=recorder)
-        gate = _hold(batcher)
+        gate = engine.hold()
         running = asyncio.ensure_future(batcher.run(images[0], masks[0]))
         await _until(lambda: batcher.inflight == 1)
         waiting = asyncio.ensure_future(batcher.run(images[0], masks[0]))

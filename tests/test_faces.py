@@ -1,6 +1,5 @@
 """Procedural faces: determinism, shapes, label coverage, image/part consistency, variation, speed."""
 
-import time
 
 import numpy as np
 import pytest
@@ -100,16 +99,3 @@ def test_variation(faces64):
     assert len(styles) >= 6 and len(expressions) >= 4 and len(hair_colours) >= 6
     centroids = np.array([np.argwhere(face.parts == PARTS.index("eyes")).mean(axis=0) for face in faces64])
     assert centroids.std(axis=0).min() > 0.5  # the face moves around
-
-
-def test_render_speed(record_property):
-    render(0, 64)
-    n = 100
-    start = time.perf_counter()
-    cpu = time.process_time()
-    for seed in range(n):
-        render(seed, 64)
-    wall_ms = (time.perf_counter() - start) / n * 1e3
-    cpu_ms = (time.process_time() - cpu) / n * 1e3
-    record_property("render_64_ms", wall_ms)
-    print(f"render 64x64: {wall_ms:.2f} ms wall, {cpu_ms:.2f} ms CPU per face")

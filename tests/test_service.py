@@ -1,7 +1,8 @@
 """The gRPC service against a real server on 127.0.0.1 with real channels, on the small exported bundle.
 
 Where a test needs the engine busy at a known moment it occupies the server batcher's single engine thread
-with a gate (`_hold`), so the order of events is fixed rather than left to timing.
+with a gate (conftest's GatedEngine: `engine.hold()`), so the order of events is fixed rather than left to
+timing.
 """
 
 from __future__ import annotations
@@ -46,11 +47,8 @@ def bundle(small_bundle):
 
 
 @pytest.fixture(scope="module")
-def engine(bundle):
-    from latcomp.runtime import open_bundle
-
-    with open_bundle(bundle, backend="ort") as engine:
-        yield engine
+def engine(gated_engine):
+    return gated_engine()
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +77,6 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _hold(server: ServerThread) -> threading.Event:
-    """Occupies every engine thread of the server's batcher (one per engine instance) until the returned
-    event is set."""
-    gate = threading.Event()
-    for _ in range(server.server.batcher.threads):
-        server.server.batcher._executor.submit(gate.wait, 30)
-    return gate
 
 
 def _until(condition, timeout: float = 10.0) -> None:
@@ -214,7 +203,7 @@ def test_edit_stream_answers_the_newest_request(server, engine):
     images = [_image(size, size, 10 + index) for index in range(12)]
     requests = [inpaint_request(image, return_input=True) for image in images]
     dropped_before = server.server.metrics.stream_dropped._value.get()
-    gate = _hold(server)
+    gate = engine.hold()
     results: list = []
     with Client(server.target) as client:
         reader = threading.Thread(target=lambda: results.extend(client.edit_stream(requests, timeout=60)))
@@ -241,15 +230,22 @@ def test_edit_stream_mixes_kinds_and_async_client(server, engine):
                 pb.EditStreamRequest(request_id=99, inpaint=inpaint_request(_image(size, size, 2))),
             ]
 
-            async def slowly():  # one at a time: every request gets its answer
-                for request in requests:
-                    yield request
-                    await asyncio.sleep(0.3)
+            answered = asyncio.Event()
 
-            return [result async for result in client.edit_stream(slowly())]
+            async def one_at_a_time():  # the next request only once the last is answered: none goes stale
+                for request in requests:
+                    answered.clear()
+                    yield request
+                    await answered.wait()
+
+            results = []
+            async for result in client.edit_stream(one_at_a_time()):
+                results.append(result)
+                answered.set()
+            return results
 
     results = asyncio.run(main())
-    assert [r.request_id for r in results][-1] == 99 and len(results) >= 2
+    assert [r.request_id for r in results] == [1, 2, 99]  # the newest request is always answered
     assert all(r.image.shape == (size, size, 3) for r in results)
 
 
@@ -433,7 +429,7 @@ def test_full_queue_is_resource_exhausted(engine):
     config = ServerConfig(host="127.0.0.1", port=0, max_queue=2, max_batch=1)
     size = engine.resolution
     with ServerThread(engine, config) as server, Client(server.target) as client:
-        gate = _hold(server)
+        gate = engine.hold()
         batcher = server.server.batcher
         with ThreadPoolExecutor(batcher.threads + 2) as pool:
             running = [pool.submit(client.sample, seed) for seed in range(batcher.threads)]  # each instance
@@ -476,7 +472,7 @@ def test_health_transitions_and_drain(engine):
             assert client.health() == "SERVING"
             assert client.sample(1).image.shape == (size, size, 3)
 
-            gate = _hold(server)
+            gate = engine.hold()
             with ThreadPoolExecutor(1) as pool:
                 accepted = pool.submit(client.inpaint, _image(size, size))
                 _until(lambda: server.server.batcher.inflight == 1)
