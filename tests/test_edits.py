@@ -21,8 +21,9 @@ def server(engine):
     from latcomp.service.client import Client
     from latcomp.service.server import ServerConfig, ServerThread
 
-    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0)) as thread, Client(thread.target) as client:
-        yield client
+    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0)) as thread:
+        with Client(thread.target) as client:
+            yield client
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -60,6 +61,12 @@ def test_mask_and_image_kinds_give_the_same_answer(engine):
         (Image.fromarray(np.dstack([image, known.astype(np.uint8) * 255])), None),
     ]:
         np.testing.assert_array_equal(engine.inpaint(picture, mask)[0], reference)
+    palette = Image.fromarray(image).quantize(16)  # a palette image whose entry 0 is transparent
+    palette.info["transparency"] = 0
+    known_by_palette = np.asarray(palette) != 0
+    assert 0 < known_by_palette.mean() < 1
+    np.testing.assert_array_equal(engine.inpaint(palette)[0],
+                                  engine.inpaint(palette.convert("RGB"), known_by_palette)[0])
 
 
 def test_inpaint_without_mask_or_alpha_says_a_mask_is_needed(engine):

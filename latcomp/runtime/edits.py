@@ -85,8 +85,9 @@ def as_uint8(picture: Any, what: str) -> np.ndarray:
 
 def split_alpha(image: Any) -> tuple[Any, np.ndarray | None]:
     """An RGBA (LA, PA) array or PIL image -> (RGB array, alpha uint8 [H,W]); anything else as it is, None."""
-    if isinstance(image, PILImage.Image) and image.mode in ("RGBA", "LA", "PA"):
-        image = np.asarray(image.convert("RGBA"))
+    if isinstance(image, PILImage.Image) and (image.mode in ("RGBA", "LA", "PA") or
+                                              (image.mode == "P" and "transparency" in image.info)):
+        image = np.asarray(image.convert("RGBA"))  # as the server reads a PNG: a palette's transparency too
     if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 4:
         return np.ascontiguousarray(image[..., :3]), np.ascontiguousarray(image[..., 3])
     return image, None
