@@ -30,7 +30,7 @@ def _summary(path: Path, manifest: dict) -> str:
     lines = [f"wrote {path} ({manifest['name']} {manifest['version']}, {total / 1e6:.1f} MB): "
              + ", ".join(sorted(manifest["files"]))]
     for graph, metrics in manifest["parity"].items():
-        shown = [f"{key}={value}" for key, value in metrics.items() if key not in ("batch", "passed")]
+        shown = [f"{key}={value}" for key, value in metrics.items() if key != "passed"]
         lines.append(f"  parity {graph}: " + " ".join(shown))
     return "\n".join(lines)
 
