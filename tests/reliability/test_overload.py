@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
+from latcomp.service.admission import AdmissionLimits
 from latcomp.service.client import Client, inpaint_request
 from latcomp.service.proto import ComposerStub
 
@@ -65,7 +66,7 @@ def _check_burst(outcomes: list, timeout: float) -> dict:
 def _recovered(server, client: Client, size: int) -> float:
     """Waits until nothing is left of the burst, then times one ordinary request."""
     core = server.server
-    until(lambda: core._active == 0 and core.batcher.queue_depth == 0, what="an empty server")
+    until(lambda: core.admission.edits == 0 and core.batcher.queue_depth == 0, what="an empty server")
     until(lambda: core.batcher.inflight == 0 and inflight_gauge(server) == 0, what="no RPC in flight")
     started = time.perf_counter()
     assert client.inpaint(image(size, size)).image.shape == (size, size, 3)
@@ -76,9 +77,12 @@ def _bursts(engine, rounds: int, count: int) -> list[dict]:
     size = engine.resolution
     requests = [inpaint_request(image(4 * size, 4 * size, seed), format="raw") for seed in range(8)]
     found = []
-    # a queue of 4: with two engine instances a 32 px model drains a queue of 16 about as fast as grpc
-    # delivers a burst, so whether 16 overflowed was left to chance (seen: 0 to 59 refusals of 400)
-    with serve(engine, max_queue=4) as server, Client(server.target, timeout=30) as client:
+    # a queue of 4, batches of 1 and at most 8 edits admitted: with two engine instances and batches of 16 a
+    # 32 px model drains the queue about as fast as a loaded client delivers its burst, so nothing would be
+    # exceeded (seen: 400 of 400 OK, at load ~15); admission's edit limit then refuses what does not fit
+    limits = AdmissionLimits(max_edits=8)
+    config = {"max_queue": 4, "max_batch": 1, "admission": limits}
+    with serve(engine, **config) as server, Client(server.target, timeout=30) as client:
         calm = _recovered(server, client, size)
         for _ in range(rounds):
             outcomes = asyncio.run(_burst(server.target, requests, count))
