@@ -138,7 +138,7 @@ def test_bad_arguments(bundles):
     with pytest.raises(ValueError, match="device"):
         open_bundle(bundles["progan"], device="tpu")
     with pytest.raises(ValueError, match="precision"):
-        open_bundle(bundles["progan"], precision="int8")
+        open_bundle(bundles["progan"], precision="int4")
     with pytest.raises(ValueError, match="CUDA only"):
         open_bundle(bundles["progan"], backend="torch", precision="fp16")
 
