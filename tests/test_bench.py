@@ -274,14 +274,14 @@ def test_serve_bench_against_a_target_with_token(bundle):
     from latcomp.service.server import ServerConfig, ServerThread
 
     config = ServerConfig(
-        host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1", auth_token="s3cret"
+        host="127.0.0.1", port=0, metrics_port=0, metrics_host="127.0.0.1", auth_token="s3cret-s3cret-s3cret"
     )
     with open_bundle(bundle, backend="ort") as engine, ServerThread(engine, config) as server:
         metrics = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
         bench = ServeBenchConfig(
             target=server.target,
             metrics_url=metrics,
-            token="s3cret",
+            token="s3cret-s3cret-s3cret",
             concurrency=(2,),
             requests=4,
             payloads=("raw",),

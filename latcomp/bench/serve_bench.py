@@ -202,13 +202,18 @@ def parse_metrics(text: str) -> list[tuple[str, dict, float]]:
             for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def scrape(url: str | None, timeout: float = 5.0) -> list[tuple[str, dict, float]] | None:
+def scrape(url: str | None, token: str | None = None,
+           timeout: float = 5.0) -> list[tuple[str, dict, float]] | None:
+    """The samples at a Prometheus endpoint (with the bearer `token`, which the server's metrics port needs
+    when auth is on), or None when it cannot be reached: the benchmark then reports no server figures."""
     if not url:
         return None
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
         raise ValueError(f"metrics URL must be http(s)://, got {url!r}")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as page:  # noqa: S310 - scheme checked above
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as page:  # noqa: S310 - scheme checked above
             return parse_metrics(page.read().decode())
     except OSError:
         return None
@@ -464,9 +469,9 @@ async def _run(config: ServeBenchConfig, target: str, metrics_url: str | None, p
             load.outcomes = []
             label = f"{rpc}/{payload} " + (f"c={level}" if mode == "closed" else f"rate={level}/s")
             progress.update(f"{label} ...")
-            before = scrape(metrics_url)
+            before = scrape(metrics_url, config.token)
             elapsed, dropped = await body(load)
-            after = scrape(metrics_url)
+            after = scrape(metrics_url, config.token)
             run = {
                 "mode": mode,
                 "rpc": rpc,

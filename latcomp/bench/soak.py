@@ -137,7 +137,7 @@ async def _soak(config: SoakConfig, target: str, metrics_url: str | None, pid: i
         load = Load(method, requests, config.timeout, metadata)
         soak_start_mb, _ = rss_mb(pid)
         samples: list[list] = []  # [seconds since the soak started, RSS MiB, answered, errors]
-        before = scrape(metrics_url)
+        before = scrape(metrics_url, config.token)
         started = time.perf_counter()
 
         async def sample() -> None:
@@ -154,7 +154,7 @@ async def _soak(config: SoakConfig, target: str, metrics_url: str | None, pid: i
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
-        after = scrape(metrics_url)
+        after = scrape(metrics_url, config.token)
         end_mb, hwm_mb = rss_mb(pid)
         samples.append(
             [

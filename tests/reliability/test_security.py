@@ -254,9 +254,9 @@ def test_auth_cannot_be_bypassed_on_any_rpc(engine):
 
 
 def test_tls_with_the_real_clients(engine, tmp_path, monkeypatch, capsys):
-    from latcomp.report import Progress
     from latcomp.bench.soak import SoakConfig, run_soak
     from latcomp.cli import main
+    from latcomp.report import Progress
 
     cert, key = self_signed(tmp_path, "server")
     other_ca, _ = self_signed(tmp_path, "other")
