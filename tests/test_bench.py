@@ -14,7 +14,13 @@ from PIL import Image
 
 from latcomp import report
 from latcomp.bench.engine_bench import count_flops
-from latcomp.bench.serve_bench import ServeBenchConfig, batch_histogram, parse_metrics, run_serve_bench
+from latcomp.bench.serve_bench import (
+    ServeBenchConfig,
+    batch_histogram,
+    parse_metrics,
+    run_serve_bench,
+    serve_markdown,
+)
 from latcomp.cli import main
 
 
@@ -285,12 +291,14 @@ def test_serve_bench_against_a_target_with_token(bundle):
             concurrency=(2,),
             requests=4,
             payloads=("raw",),
+            image_size=3 * engine.resolution,  # photos larger than the model: resized and answered at size
             rpcs=("inpaint",),
             warmup=0,
         )
         result = run_serve_bench(bench, report.Progress("test", enabled=False))
     (run,) = result["runs"]
     assert run["rpc"] == "inpaint" and run["ok"] == 4 and run["server_status_counts"] == {"OK": 4}
+    assert f"Images sent: {3 * engine.resolution} px" in serve_markdown(result)
     assert not result["server"]["started_by_benchmark"] and "token" not in result["settings"]
     assert result["headline"]["scaling"] == []  # one level: nothing to compare
 

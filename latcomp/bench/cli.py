@@ -227,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             duration=args.duration,
             rate=args.rate,
             payloads=args.payload,
+            image_size=args.image_size,
             rpcs=args.rpc,
             warmup=args.warmup,
             **_connection(args),
@@ -287,6 +288,13 @@ def _add_serve(bench) -> None:
         default=list(PAYLOADS),
         metavar="LIST",
         help="raw (pixels both ways) and/or png (PNG both ways) (default raw,png)",
+    )
+    serve.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PIXELS",
+        help="side of the images sent, e.g. 256 for photos larger than the model (the server resizes them "
+        "and answers at their size) (default: the model's resolution)",
     )
     serve.add_argument(
         "--rpc",

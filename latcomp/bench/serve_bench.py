@@ -79,6 +79,7 @@ class ServeBenchConfig:
     duration: float = 30.0  # seconds at most per level or open-loop run
     rate: float | None = None  # open-loop arrivals per second; None: closed loop only
     payloads: Sequence[str] = PAYLOADS
+    image_size: int | None = None  # side of the sent images in pixels; None: the model's resolution
     rpcs: Sequence[str] = ("composite",)
     warmup: int = 5  # unrecorded calls per RPC and payload
     timeout: float = 30.0  # deadline of each RPC, seconds
@@ -278,7 +279,8 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def build_requests(rpc: str, payload: str, resolution: int, count: int = POOL, seed: int = 0) -> list:
-    """Realistic requests at the model's resolution: inpaint a procedural face with a paper mask, or
+    """Realistic requests of `resolution` x `resolution` pixels (the model's resolution, or larger images that
+    the server resizes and answers at their own size): inpaint a procedural face with a paper mask, or
     composite a face with the middle of another face pasted over it."""
     from ..service.client import composite_request, inpaint_request
     from .engine_bench import realistic_inputs
@@ -457,7 +459,8 @@ async def _run(config: ServeBenchConfig, target: str, metrics_url: str | None, p
         loads = {}
         for rpc in config.rpcs:
             for payload in config.payloads:
-                requests = build_requests(rpc, payload, info["resolution"], seed=config.seed)
+                size = config.image_size or info["resolution"]
+                requests = build_requests(rpc, payload, size, seed=config.seed)
                 method = getattr(stub, rpc.capitalize())
                 loads[rpc, payload] = Load(method, requests, config.timeout, metadata)
                 warm = Load(method, requests, config.timeout, metadata)
@@ -611,6 +614,7 @@ def serve_markdown(result: dict) -> str:
         "",
         f"- Server: backend {info['backend']}, device {info['device']}, precision {info['precision']}, "
         f"max batch {info['max_batch']}, engine instances {info.get('instances') or '-'}",
+        f"- Images sent: {result['settings'].get('image_size') or info['resolution']} px square",
         f"- Machine (client{', and server' if own else ''}): {report.machine_line(result['machine'])}",
         f"- Date: {result['date']}; command: `{result['command']}`",
         "",
