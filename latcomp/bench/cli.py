@@ -4,9 +4,7 @@ run)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from ..export.synthetic import NAMES as SYNTHETIC_NAMES
 from . import BACKENDS, PAYLOADS, RPCS
@@ -172,9 +170,12 @@ def _add_engine(bench) -> None:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    if args.auth_token_file:
-        return Path(args.auth_token_file).read_text().strip() or None
-    return args.token or os.environ.get("LATCOMP_AUTH_TOKEN") or None
+    """--token, else the one `latcomp serve` reads (--auth-token-file, env LATCOMP_AUTH_TOKEN)."""
+    from ..service.auth import configured_token
+
+    if args.token and not args.auth_token_file:
+        return args.token
+    return configured_token(args.auth_token_file)
 
 
 def _add_instances(group) -> None:

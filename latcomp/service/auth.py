@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+from pathlib import Path
 
 MIN_TOKEN_CHARS = 16  # shorter tokens are refused at start-up: guessable
 
@@ -17,6 +19,28 @@ def check_token(token: str, source: str = "the token") -> str:
     if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
         raise ValueError(f"{source} must be printable ASCII without spaces (it travels in an HTTP header)")
     return token
+
+
+def configured_token(token_file: str | Path | None) -> str | None:
+    """The bearer token a command is configured with: the content of `token_file` (without its trailing
+    newline), else env LATCOMP_AUTH_TOKEN, else None. ValueError naming the file (or variable) and the
+    problem when it is unusable, so a bad token configuration never silently means "no auth"."""
+    if token_file is not None:
+        source = f"--auth-token-file {token_file}"
+        try:
+            text = Path(token_file).read_text()
+        except FileNotFoundError:
+            raise ValueError(f"{source}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"{source}: is a directory, not a file") from None
+        except PermissionError:
+            raise ValueError(f"{source}: not readable (permission denied)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"{source}: cannot be read ({type(error).__name__})") from None
+        return check_token(text.removesuffix("\n").removesuffix("\r"), source)
+    if "LATCOMP_AUTH_TOKEN" in os.environ:
+        return check_token(os.environ["LATCOMP_AUTH_TOKEN"], "env LATCOMP_AUTH_TOKEN")
+    return None
 
 
 class BearerToken:

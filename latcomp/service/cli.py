@@ -37,28 +37,9 @@ def _flag(parser, flag: str, env: str, default: Any, kind: type, help: str, **kw
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The bearer token: --auth-token-file (its content, without the trailing newline), else env
-    LATCOMP_AUTH_TOKEN; ValueError naming the file (or variable) and the problem when it is unusable, so
-    a bad token configuration never silently means "no auth"."""
-    from .auth import check_token
+    from .auth import configured_token
 
-    if args.auth_token_file is not None:
-        path = Path(args.auth_token_file)
-        source = f"--auth-token-file {path}"
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ValueError(f"{source}: no such file") from None
-        except IsADirectoryError:
-            raise ValueError(f"{source}: is a directory, not a file") from None
-        except PermissionError:
-            raise ValueError(f"{source}: not readable (permission denied)") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"{source}: cannot be read ({type(error).__name__})") from None
-        return check_token(text.removesuffix("\n").removesuffix("\r"), source)
-    if "LATCOMP_AUTH_TOKEN" in os.environ:
-        return check_token(os.environ["LATCOMP_AUTH_TOKEN"], "env LATCOMP_AUTH_TOKEN")
-    return None
+    return configured_token(args.auth_token_file)
 
 
 def _boolean(text: str) -> bool:

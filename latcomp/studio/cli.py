@@ -38,12 +38,12 @@ async def _serve(engine, config, max_sessions: int) -> int:
 
 def cmd_studio(args: argparse.Namespace) -> int:
     from ..service.admission import AdmissionLimits
-    from ..service.cli import _token
+    from ..service.auth import configured_token
     from ..service.server import ServerConfig, open_engine
     from .app import is_loopback
 
     try:
-        token = _token(args)
+        token = configured_token(args.auth_token_file)
     except (OSError, ValueError) as error:  # unreadable, empty or unusable: never "no auth" by accident
         print(f"latcomp studio: --auth-token-file / LATCOMP_AUTH_TOKEN: {error}", file=sys.stderr)
         return 2
