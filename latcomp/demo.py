@@ -2,7 +2,8 @@
 
 Parts of three procedural faces (hair, skin and background from one, eyes and brows from a second, nose and
 mouth from a third) are sent as Composite layers; a fourth face with a hole is sent to Inpaint. The images
-that come back are written to OUT, with one summary sheet (demo.png) to look at.
+that come back are written to OUT at their true size, with one summary sheet (demo.png) to look at, whose
+tiles are enlarged with nearest-neighbour sampling so a 64 px model's pixels stay visible as pixels.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .data import faces
 from .data.masks import part_mask, rectangle_mask
@@ -40,7 +42,15 @@ def hole_image(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return original, shown, mask
 
 
-def run_demo(out: Path, bundle: str | None, backend: str, seeds: tuple[int, ...]) -> dict:
+def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    """`image` `scale` times larger, each pixel a scale x scale block (for display, never resampled)."""
+    height, width = image.shape[:2]
+    larger = Image.fromarray(image).resize((width * scale, height * scale), Image.Resampling.NEAREST)
+    return np.asarray(larger)
+
+
+def run_demo(out: Path, bundle: str | None, backend: str, seeds: tuple[int, ...],
+             sheet_scale: int = 4) -> dict:
     from .runtime import open_bundle
     from .service.client import Client
     from .service.server import ServerConfig, ServerThread
@@ -56,8 +66,9 @@ def run_demo(out: Path, bundle: str | None, backend: str, seeds: tuple[int, ...]
     engine.close()
 
     collage = composite.input
-    sheet = grid(np.stack([*(image for image, _ in layers), collage, composite.image,
-                           shown, gray_to_rgb(mask), inpaint.image, original]), columns=5)
+    tiles = np.stack([*(image for image, _ in layers), collage, composite.image,
+                      shown, gray_to_rgb(mask), inpaint.image, original])
+    sheet = grid(np.stack([enlarge(tile, sheet_scale) for tile in tiles]), columns=5, padding=4)
     written = {
         "composite_input.png": collage, "composite_result.png": composite.image,
         "inpaint_input.png": shown, "inpaint_mask.png": mask, "inpaint_result.png": inpaint.image,
@@ -66,7 +77,8 @@ def run_demo(out: Path, bundle: str | None, backend: str, seeds: tuple[int, ...]
     for name, image in written.items():
         save_png(out / name, image)
     return {
-        "server": server.target, "bundle": engine.name, "backend": engine.backend,
+        "server": server.target, "bundle": engine.name, "backend": engine.backend, "resolution": size,
+        "sheet_scale": sheet_scale,
         "composite_ms": composite.timing, "inpaint_ms": inpaint.timing,
         "files": sorted(str(out / name) for name in written),
     }
@@ -74,13 +86,16 @@ def run_demo(out: Path, bundle: str | None, backend: str, seeds: tuple[int, ...]
 
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
-        report = run_demo(Path(args.out), args.bundle, args.backend, tuple(args.seeds))
+        if args.sheet_scale < 1:
+            raise ValueError(f"--sheet-scale must be at least 1, got {args.sheet_scale}")
+        report = run_demo(Path(args.out), args.bundle, args.backend, tuple(args.seeds), args.sheet_scale)
     except Exception as error:  # a missing bundle, a port that cannot be bound: say it in one line
         print(f"latcomp demo: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2, default=str))
     print(f"look at {Path(args.out) / 'demo.png'}: three faces lending parts, the collage, the composite; "
-          "a face with a hole, its mask, the inpainting, the original")
+          "a face with a hole, its mask, the inpainting, the original (the model works at "
+          f"{report['resolution']} px; each tile is shown {args.sheet_scale}x larger, nearest-neighbour)")
     return 0
 
 
@@ -100,4 +115,7 @@ def register(commands) -> None:
     demo.add_argument("--out", default="demo_out", help="where the images are written")
     demo.add_argument("--seeds", type=int, nargs=4, default=(3, 14, 15, 92), metavar="SEED",
                       help="faces: hair/skin/background, eyes/brows, nose/mouth, and the face to inpaint")
+    demo.add_argument("--sheet-scale", type=int, default=4, metavar="N",
+                      help="demo.png shows each image N times larger (nearest-neighbour, for display; the "
+                      "other files keep the model's size)")
     demo.set_defaults(run=cmd_demo)

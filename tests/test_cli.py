@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
+
 from latcomp.runtime import open_bundle
 from latcomp.service.server import ServerConfig, ServerThread
 
@@ -45,10 +48,17 @@ def test_info_asks_a_running_server(small_bundle):
 
 def test_demo_serves_a_bundle_and_writes_the_images(small_bundle, tmp_path):
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "latcomp", "demo", "--bundle", str(small_bundle), "--out", str(out)]
+    command = [sys.executable, "-m", "latcomp", "demo", "--bundle", str(small_bundle), "--out", str(out),
+               "--sheet-scale", "3"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     for name in ("composite_input.png", "composite_result.png", "inpaint_result.png", "demo.png"):
         assert (out / name).is_file(), name
     report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    size = report["resolution"]
+    assert Image.open(out / "composite_result.png").size == (size, size)  # the model's own pixels
+    sheet = np.asarray(Image.open(out / "demo.png"))
+    assert sheet.shape[:2] == (2 * 3 * size + 3 * 4, 5 * 3 * size + 6 * 4)  # 2 x 5 tiles, 3x, 4 px gaps
+    tile = sheet[4 : 4 + 3 * size, 4 + 4 * (3 * size + 4) :][:, : 3 * size]  # the composite, enlarged
+    assert np.array_equal(tile[::3, ::3], np.asarray(Image.open(out / "composite_result.png").convert("RGB")))
     assert report["composite_ms"]["compute_ms"] > 0
