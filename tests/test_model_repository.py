@@ -20,7 +20,7 @@ from reliability.support import wait_for_port
 
 from latcomp.inference import grpc_service_pb2 as kpb
 from latcomp.inference import grpc_service_pb2_grpc as kpb_grpc
-from latcomp.runtime.bundle import DEFAULT_BUNDLE
+from latcomp.runtime.bundle import DEFAULT_BUNDLE, read_manifest
 from latcomp.service.client import AsyncClient, Client, ServiceError
 from latcomp.service.server import ServerConfig, ServerThread
 
@@ -68,7 +68,8 @@ def test_every_bundle_is_served_by_name_and_the_default_answers_the_rest(reposit
             stub = kpb_grpc.GRPCInferenceServiceStub(channel)
             metadata = stub.ModelMetadata(kpb.ModelMetadataRequest(name="small"), timeout=10)
             assert list(metadata.inputs[0].shape) == [-1, 32, 32, 3]
-            ready = stub.ModelReady(kpb.ModelReadyRequest(name="faces", version="0.2.0"), timeout=10)
+            version = read_manifest(DEFAULT_BUNDLE)["version"]
+            ready = stub.ModelReady(kpb.ModelReadyRequest(name="faces", version=version), timeout=10)
             assert ready.ready
             assert not stub.ModelReady(kpb.ModelReadyRequest(name="faces", version="9"), timeout=10).ready
 
